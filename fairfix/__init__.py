@@ -1,0 +1,37 @@
+"""fairfix: audit classifiers for group disparities and correct them with FairNet.
+
+The public surface is small and re-exported here lazily, so that ``import fairfix``
+(and the ``fairfix audit`` command) never pays for torch or pandas.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "audit", "AuditReport", "ConfusionCounts", "FairfixError"]
+
+_LAZY = {
+    "audit": ("fairfix._audit", "audit"),
+    "AuditReport": ("fairfix.report.audit", "AuditReport"),
+    "ConfusionCounts": ("fairfix.metrics.counts", "ConfusionCounts"),
+    "FairfixError": ("fairfix.errors", "FairfixError"),
+}
+
+if TYPE_CHECKING:
+    from fairfix._audit import audit
+    from fairfix.errors import FairfixError
+    from fairfix.metrics.counts import ConfusionCounts
+    from fairfix.report.audit import AuditReport
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fairfix' has no attribute {name!r}")

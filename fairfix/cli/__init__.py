@@ -1,0 +1,46 @@
+"""The ``fairfix`` command line: one module per command, all thin.
+
+Commands parse options, call the library and render; heavy imports (torch,
+pandas, Rich) happen inside the commands that need them, so ``fairfix audit``
+starts fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fairfix import __version__
+
+app = typer.Typer(
+    name="fairfix",
+    help="Audit classifiers for group disparities and correct them with FairNet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fairfix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Audit classifiers for group disparities and correct them with FairNet."""
+
+
+from fairfix.cli import audit as _audit_cmd  # noqa: E402  (registers the command)
+
+app.command("audit")(_audit_cmd.audit)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,85 @@
+"""``fairfix audit``: group metrics of a classifier's predictions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fairfix.cli import _output
+from fairfix.cli._errors import EXIT_GATE, handle_errors
+from fairfix.report.render import Format
+
+
+@handle_errors
+def audit(
+    data: Annotated[str, typer.Argument(help="CSV, Parquet or JSON Lines file (by extension); - reads stdin.")],
+    label: Annotated[str, typer.Option("--label", help="Column with the true labels.")],
+    group: Annotated[list[str], typer.Option("--group", help="Group column; repeat for intersectional groups.")],
+    pred: Annotated[str | None, typer.Option("--pred", help="Column with predicted labels.")] = None,
+    score: Annotated[str | None, typer.Option("--score", help="Column with positive-class probabilities.")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Predict positive when score >= T (default 0.5).")] = None,
+    positive: Annotated[str | None, typer.Option("--positive", help="Positive label (default: 1, True, or the larger of two labels).")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0: none).")] = 1000,
+    ci: Annotated[float, typer.Option("--ci", help="Interval level.")] = 0.95,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
+    min_group_size: Annotated[int, typer.Option("--min-group-size", help="Flag groups with fewer rows.")] = 30,
+    fail_on: Annotated[list[str] | None, typer.Option("--fail-on", help="Exit 1 when METRIC OP NUMBER holds, e.g. 'equalized_odds_difference>0.1'.")] = None,
+    dropna: Annotated[bool, typer.Option("--dropna", help="Skip rows with an empty label/prediction/score.")] = False,
+    keep_missing_groups: Annotated[bool, typer.Option("--keep-missing-groups", help="Audit missing group values as the group '<missing>'.")] = False,
+    input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl (for stdin or odd extensions).")] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: table, or by --output extension).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to FILE atomically instead of stdout.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
+) -> None:
+    """Audit predictions for group disparities; exit 1 when a --fail-on gate trips."""
+    from fairfix._audit import audit as run_audit
+    from fairfix.report.io import check_writable
+    from fairfix.report.render import print_table, render
+
+    if output is not None:
+        check_writable(output, force)  # fail before reading a large file
+    chosen = _output.choose_format(fmt, output)
+    with _output.RowProgress("auditing") as progress:
+        report = run_audit(
+            data,
+            label=label,
+            group=group,
+            pred=pred,
+            score=score,
+            threshold=threshold,
+            positive=positive,
+            bootstrap=bootstrap,
+            ci=ci,
+            seed=seed,
+            min_group_size=min_group_size,
+            fail_on=fail_on or (),
+            dropna=dropna,
+            keep_missing_groups=keep_missing_groups,
+            input_format=input_format,
+            progress=progress,
+        )
+    if report.settings.get("dropped_rows"):
+        _output.warn(f"dropped {report.settings['dropped_rows']} row(s) with an empty label, prediction or score")
+    if report.positive_label_source and report.positive_label_source.startswith("default"):
+        _output.note(f"positive label {report.positive_label!r} ({report.positive_label_source[9:]}; "
+                     "--positive to change)")
+    for g in report.small_groups:
+        from fairfix.report.audit import group_label
+
+        _output.warn(f"group {group_label(g['group'])} has {g['n']} rows (< --min-group-size {min_group_size})")
+    if chosen is Format.table and output is None:
+        from rich.console import Console
+
+        print_table(report, Console(highlight=False, no_color=not _output.color_enabled(sys.stdout)))
+    else:
+        _output.emit(render(report, chosen), output, force)
+    for gr in report.gates:
+        if gr.tripped:
+            _output.error(f"gate tripped: {gr.expr} (value {gr.value:.4g})")
+        elif gr.insufficient_evidence:
+            _output.warn(f"gate passed without sufficient evidence: {gr.expr}: {'; '.join(gr.reasons)}")
+    if report.tripped:
+        raise typer.Exit(EXIT_GATE)

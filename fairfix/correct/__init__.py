@@ -1,0 +1,1 @@
+"""fairfix.correct."""

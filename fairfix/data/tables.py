@@ -1,0 +1,361 @@
+"""Read tables (CSV, Parquet, JSON Lines, stdin, in-memory frames) as a stream of batches.
+
+Everything goes through :func:`open_table`, which checks that the requested
+columns exist before any row is read, and yields ``pyarrow.RecordBatch`` objects
+of at most ``batch_rows`` rows, so peak memory depends on the batch size, not on
+the file size.  Only pyarrow and numpy are imported here: the audit path must
+stay fast to start (no pandas, no torch).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import pyarrow as pa
+
+from fairfix import errors
+
+FORMATS = ("csv", "parquet", "jsonl")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".data": "csv",
+    ".test": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
+# Cells read as missing in CSV files. Deliberately shorter than pyarrow's default
+# list: "NA" can be a real group value (North America) but is too common as a
+# missing marker to leave out.
+NULL_VALUES = ["", "NA", "NaN", "nan", "N/A", "n/a", "null", "NULL", "None", "?"]
+DEFAULT_BATCH_ROWS = 1 << 20
+
+
+def infer_format(path: str, input_format: str | None = None) -> str:
+    """Return ``csv``, ``parquet`` or ``jsonl`` for a path (``-`` means stdin, CSV by default)."""
+    if input_format is not None:
+        if input_format not in FORMATS:
+            raise errors.UsageError(
+                f"--input-format {input_format!r}: choose one of {', '.join(FORMATS)}"
+            )
+        return input_format
+    if path == "-":
+        return "csv"
+    name = os.path.basename(path).lower()
+    for comp in _COMPRESSIONS:
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    ext = os.path.splitext(name)[1]
+    if ext not in _EXTENSIONS:
+        raise errors.UsageError(errors.UNKNOWN_FORMAT.format(path=path))
+    return _EXTENSIONS[ext]
+
+
+class _PrefixedStream(io.RawIOBase):
+    """A readable stream that first returns ``prefix``, then the rest of ``raw``.
+
+    Used to look at a CSV header on a non-seekable stream (stdin, a gzip pipe)
+    and still hand the whole stream to pyarrow.
+    """
+
+    def __init__(self, prefix: bytes, raw: IO[bytes]):
+        self._prefix = prefix
+        self._raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._raw.read(len(b))
+        n = len(data)
+        b[:n] = data
+        return n
+
+
+@dataclass
+class Table:
+    """An opened table: its column names and a way to stream the columns you need.
+
+    Attributes
+    ----------
+    name
+        What error messages call the table: the path, ``<stdin>`` or ``<DataFrame>``.
+    columns
+        Column names, in file order.
+    num_rows
+        Row count when known without reading the data (Parquet, in-memory), else None.
+    """
+
+    name: str
+    fmt: str
+    columns: list[str]
+    num_rows: int | None = None
+    _source: Any = field(default=None, repr=False)
+    delimiter: str = ","
+    _schema: Any = field(default=None, repr=False)
+
+    def require(self, columns: Sequence[str]) -> None:
+        """Raise :class:`~fairfix.errors.DataError` naming the first absent column."""
+        for col in columns:
+            if col not in self.columns:
+                shown = ", ".join(repr(c) for c in self.columns[:40])
+                if len(self.columns) > 40:
+                    shown += f", ... ({len(self.columns)} in all)"
+                raise errors.DataError(
+                    errors.MISSING_COLUMN.format(path=self.name, column=col, columns=shown)
+                )
+
+    def iter_batches(
+        self,
+        columns: Sequence[str],
+        *,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        categorical: Sequence[str] = (),
+        numeric: Sequence[str] = (),
+    ) -> Iterator[pa.RecordBatch]:
+        """Yield record batches holding ``columns`` (deduplicated, in that order).
+
+        ``categorical`` columns come back dictionary-encoded where the format allows it
+        (CSV: read as strings and encoded while parsing, so every value keeps its text);
+        ``numeric`` columns are parsed as float64 in CSV files.
+        """
+        cols = list(dict.fromkeys(columns))
+        self.require(cols)
+        if self.fmt == "csv":
+            yield from self._csv_batches(cols, batch_rows, categorical, numeric)
+        elif self.fmt == "parquet":
+            yield from self._parquet_batches(cols, batch_rows, categorical)
+        elif self.fmt == "jsonl":
+            yield from self._jsonl_batches(cols, batch_rows)
+        else:  # in-memory pyarrow table
+            for batch in self._source.select(cols).to_batches(max_chunksize=batch_rows):
+                yield batch
+
+    # -- CSV ------------------------------------------------------------------
+    def _csv_batches(self, cols, batch_rows, categorical, numeric):
+        import pyarrow.csv as pcsv
+
+        stream = self._source()
+        types: dict[str, pa.DataType] = {}
+        for c in cols:
+            if c in categorical:
+                types[c] = pa.dictionary(pa.int32(), pa.string())
+            elif c in numeric:
+                types[c] = pa.float64()
+        # ~64 bytes a row is a fair guess for narrow prediction files; pyarrow
+        # splits blocks at row boundaries, so this only sets the batch size.
+        block = max(1 << 16, min(batch_rows * 64, 1 << 26))
+        reader = _wrap_arrow(
+            self,
+            lambda: pcsv.open_csv(
+                stream,
+                read_options=pcsv.ReadOptions(block_size=block, use_threads=True),
+                parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
+                convert_options=pcsv.ConvertOptions(
+                    include_columns=cols,
+                    column_types=types,
+                    null_values=NULL_VALUES,
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            ),
+        )
+        try:
+            while True:
+                batch = _wrap_arrow(self, lambda: reader.read_next_batch(), stop=True)
+                if batch is None:
+                    break
+                yield batch
+        finally:
+            reader.close()
+            stream.close()
+
+    # -- Parquet --------------------------------------------------------------
+    def _parquet_batches(self, cols, batch_rows, categorical):
+        import pyarrow.parquet as pq
+
+        schema = self._schema
+        as_dict = [
+            c
+            for c in cols
+            if c in categorical
+            and (pa.types.is_string(schema.field(c).type) or pa.types.is_large_string(schema.field(c).type))
+        ]
+        pf = _wrap_arrow(self, lambda: pq.ParquetFile(self._source, read_dictionary=as_dict))
+        it = pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True)
+        while True:
+            batch = _wrap_arrow(self, lambda: next(it, None))
+            if batch is None:
+                break
+            yield batch
+
+    # -- JSON Lines -----------------------------------------------------------
+    def _jsonl_batches(self, cols, batch_rows):
+        import pyarrow.json as pjson
+
+        stream = self._source()
+        reader = _wrap_arrow(
+            self,
+            lambda: pjson.open_json(
+                stream, read_options=pjson.ReadOptions(block_size=max(1 << 16, min(batch_rows * 64, 1 << 26)))
+            ),
+        )
+        try:
+            while True:
+                batch = _wrap_arrow(self, lambda: reader.read_next_batch(), stop=True)
+                if batch is None:
+                    break
+                missing = [c for c in cols if c not in batch.schema.names]
+                if missing:
+                    raise errors.DataError(
+                        f"{self.name}: column {missing[0]!r} is absent from some rows' records"
+                    )
+                yield batch.select(cols)
+        finally:
+            reader.close()
+            stream.close()
+
+
+def _wrap_arrow(table: Table, fn, stop: bool = False):
+    """Run a pyarrow call, turning its parse errors into one-line DataErrors."""
+    try:
+        return fn()
+    except StopIteration:
+        if stop:
+            return None
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
+        raise errors.DataError(
+            errors.UNREADABLE_FILE.format(path=table.name, fmt=table.fmt, reason=reason)
+        ) from exc
+
+
+def _open_bytes(path: str) -> IO[bytes]:
+    """A binary stream over a file or stdin, decompressed according to the extension."""
+    if path == "-":
+        return sys.stdin.buffer
+    stream = pa.input_stream(path, compression="detect")
+    return stream  # type: ignore[return-value]
+
+
+def _peek_csv_header(name: str, stream: IO[bytes]) -> tuple[list[str], bytes, str]:
+    """Read up to the end of the header line; return (names, bytes read, delimiter)."""
+    buf = b""
+    while b"\n" not in buf:
+        chunk = stream.read(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+    if not buf.strip():
+        raise errors.DataError(errors.EMPTY_FILE.format(path=name))
+    line = buf.split(b"\n", 1)[0]
+    try:
+        text = line.decode("utf-8-sig").rstrip("\r")
+    except UnicodeDecodeError as exc:
+        raise errors.DataError(
+            errors.UNREADABLE_FILE.format(path=name, fmt="csv", reason="header is not UTF-8 text")
+        ) from exc
+    delimiter = "\t" if text.count("\t") > text.count(",") else ","
+    names = next(csv.reader([text], delimiter=delimiter))
+    names = [n.strip() for n in names]
+    if buf.startswith(b"\xef\xbb\xbf"):
+        buf = buf[3:]
+    return names, buf, delimiter
+
+
+def open_table(data: Any, input_format: str | None = None) -> Table:
+    """Open a path, ``-`` (stdin), a pandas DataFrame or a pyarrow Table for batched reading.
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        The file is missing, empty or cannot be parsed in its format.
+    """
+    if isinstance(data, pa.Table):
+        return Table("<Table>", "table", data.column_names, data.num_rows, data)
+    if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
+        tbl = pa.Table.from_pandas(data, preserve_index=False)
+        return Table("<DataFrame>", "table", tbl.column_names, tbl.num_rows, tbl)
+    path = os.fspath(data)
+    fmt = infer_format(path, input_format)
+    name = "<stdin>" if path == "-" else path
+    if path != "-":
+        if not os.path.exists(path):
+            raise errors.DataError(errors.MISSING_FILE.format(path=path))
+        if os.path.isdir(path):
+            raise errors.DataError(f"{path}: is a directory, not a data file")
+        if os.path.getsize(path) == 0:
+            raise errors.DataError(errors.EMPTY_FILE.format(path=path))
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        source: Any = path
+        if path == "-":
+            source = pa.BufferReader(sys.stdin.buffer.read())
+        table = Table(name, fmt, [], None, source)
+        pf = _wrap_arrow(table, lambda: pq.ParquetFile(source))
+        table.columns = list(pf.schema_arrow.names)
+        table.num_rows = pf.metadata.num_rows
+        table._schema = pf.schema_arrow
+        return table
+    if fmt == "csv":
+        raw = _wrap_arrow(Table(name, fmt, []), lambda: _open_bytes(path))
+        names, prefix, delimiter = _peek_csv_header(name, raw)
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise errors.DataError(f"{name}: column {dup!r} appears twice in the header")
+        consumed = [False]
+
+        def reopen() -> IO[bytes]:
+            # The first read reuses the stream we peeked at; a second pass re-opens the file.
+            if not consumed[0]:
+                consumed[0] = True
+                return io.BufferedReader(_PrefixedStream(prefix, raw), buffer_size=1 << 20)
+            if path == "-":
+                raise errors.UsageError("stdin can be read only once")
+            return _open_bytes(path)
+
+        return Table(name, fmt, names, None, reopen, delimiter=delimiter)
+    # jsonl
+    table = Table(name, fmt, [])
+    first = _wrap_arrow(table, lambda: _open_bytes(path))
+    head = first.read(1 << 20)
+    if not head.strip():
+        raise errors.DataError(errors.EMPTY_FILE.format(path=name))
+    import pyarrow.json as pjson
+
+    sample = head.rsplit(b"\n", 1)[0] if b"\n" in head.strip() else head
+    schema = _wrap_arrow(table, lambda: pjson.read_json(pa.BufferReader(sample)).schema)
+    consumed = [False]
+
+    def reopen_json() -> IO[bytes]:
+        if not consumed[0]:
+            consumed[0] = True
+            return io.BufferedReader(_PrefixedStream(head, first), buffer_size=1 << 20)
+        if path == "-":
+            raise errors.UsageError("stdin can be read only once")
+        return _open_bytes(path)
+
+    table.columns = list(schema.names)
+    table._source = reopen_json
+    return table

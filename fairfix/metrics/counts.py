@@ -1,0 +1,269 @@
+"""Confusion counts per (group, true label, predicted label): the one table every metric comes from.
+
+Counts add up, so a file read in chunks, a stream, or shards computed on several
+machines give exactly the numbers of one pass over all rows
+(``ConfusionCounts.__add__``).  Building them is vectorised per batch: each column is
+dictionary-encoded, the per-batch dictionaries are mapped onto growing global
+vocabularies, and one ``bincount`` over a combined integer key counts the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MISSING = "<missing>"
+
+
+@dataclass(frozen=True)
+class ConfusionCounts:
+    """Counts of rows per (group, true label, predicted label).
+
+    Attributes
+    ----------
+    group_columns
+        Names of the columns whose intersection defines a group.
+    groups
+        One tuple of values per group (one value per group column), sorted.
+    classes
+        Every label value seen as a true or predicted label, sorted.
+    label_classes
+        The subset of ``classes`` that occur as true labels.
+    counts
+        int64 array of shape ``(len(groups), len(classes), len(classes))``:
+        ``counts[g, i, j]`` rows of group ``g`` with true label ``classes[i]``
+        predicted as ``classes[j]``.
+    """
+
+    group_columns: tuple[str, ...]
+    groups: tuple[tuple[Any, ...], ...]
+    classes: tuple[Any, ...]
+    label_classes: tuple[Any, ...]
+    counts: np.ndarray
+
+    @property
+    def n(self) -> int:
+        """Total number of rows counted."""
+        return int(self.counts.sum())
+
+    def group_dicts(self) -> list[dict[str, Any]]:
+        """Each group as ``{column: value}``."""
+        return [dict(zip(self.group_columns, g, strict=True)) for g in self.groups]
+
+    def __add__(self, other: ConfusionCounts) -> ConfusionCounts:
+        """Counts of the union of the rows behind ``self`` and ``other``."""
+        if self.group_columns != other.group_columns:
+            raise ValueError("cannot add counts over different group columns")
+        groups = _sorted_values(set(self.groups) | set(other.groups), tuples=True)
+        classes = _sorted_values(set(self.classes) | set(other.classes))
+        label_classes = _sorted_values(set(self.label_classes) | set(other.label_classes))
+        out = np.zeros((len(groups), len(classes), len(classes)), dtype=np.int64)
+        for part in (self, other):
+            gi = np.array([groups.index(g) for g in part.groups], dtype=np.intp)
+            ci = np.array([classes.index(c) for c in part.classes], dtype=np.intp)
+            out[np.ix_(gi, ci, ci)] += part.counts
+        return ConfusionCounts(self.group_columns, groups, classes, label_classes, out)
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if isinstance(v, bool | int | float | np.integer | np.floating):
+        return (0, float(v))
+    return (1, str(v))
+
+
+def _sorted_values(values: Iterable[Any], tuples: bool = False) -> tuple[Any, ...]:
+    if tuples:
+        return tuple(sorted(values, key=lambda t: tuple(_sort_key(v) for v in t)))
+    return tuple(sorted(values, key=_sort_key))
+
+
+def normalize_values(raw: Sequence[Any]) -> list[Any]:
+    """Give a small vocabulary of raw values one consistent Python type.
+
+    CSV cells arrive as text; a prediction column may be float where the label is
+    int.  The rule is all-or-nothing over the vocabulary: strings become ints when
+    every one is a canonical integer, bools when every one is true/false, floats
+    when every one parses as a number; integral floats become ints when every
+    number is integral.  Otherwise values are left as they are.
+    """
+    vals = [v.item() if isinstance(v, np.generic) else v for v in raw]
+    if vals and all(isinstance(v, str) for v in vals):
+        stripped = [v.strip() for v in vals]
+        try:
+            ints = [int(v) for v in stripped]
+            if all(str(i) == s for i, s in zip(ints, stripped, strict=True)):
+                return ints
+        except ValueError:
+            pass
+        lowered = [v.lower() for v in stripped]
+        if all(v in ("true", "false") for v in lowered):
+            return [v == "true" for v in lowered]
+        try:
+            vals = [float(v) for v in stripped]
+        except ValueError:
+            return list(raw)
+        if any(math.isnan(v) for v in vals):
+            return list(raw)
+    if vals and all(isinstance(v, bool | int | float) for v in vals):
+        if all(isinstance(v, bool) for v in vals):
+            return vals
+        if all(float(v).is_integer() for v in vals):
+            return [int(v) for v in vals]
+        return [float(v) for v in vals]
+    return vals
+
+
+def _normalize_groups(values: list[Any]) -> list[Any]:
+    """Normalise group values, leaving the ``<missing>`` marker out of the type rule."""
+    present = [v for v in values if v != MISSING]
+    norm = iter(normalize_values(present))
+    return [MISSING if v == MISSING else next(norm) for v in values]
+
+
+class _Vocab:
+    """A growing mapping from raw values to consecutive codes."""
+
+    def __init__(self) -> None:
+        self.index: dict[Any, int] = {}
+        self.values: list[Any] = []
+
+    def codes_for(self, values: list[Any]) -> np.ndarray:
+        out = np.empty(len(values), dtype=np.int64)
+        for i, v in enumerate(values):
+            code = self.index.get(v)
+            if code is None:
+                code = self.index[v] = len(self.values)
+                self.values.append(v)
+            out[i] = code
+        return out
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def encode(arr: Any, vocab: _Vocab) -> tuple[np.ndarray, np.ndarray | None]:
+    """Codes (int64) of a pyarrow array in ``vocab``, and a boolean mask of missing rows.
+
+    NaN counts as missing for float columns.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        if pa.types.is_floating(arr.type):
+            arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+        arr = pc.dictionary_encode(arr)
+    dictionary = arr.dictionary.to_pylist()
+    mapping = vocab.codes_for(dictionary)
+    idx = arr.indices
+    missing = None
+    if idx.null_count:
+        missing = np.asarray(idx.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        idx = idx.fill_null(0)
+    local = idx.to_numpy(zero_copy_only=False)
+    if len(mapping) == 0:
+        return np.zeros(len(local), dtype=np.int64), missing
+    return mapping[local], missing
+
+
+class CountAccumulator:
+    """Accumulate confusion counts batch by batch.
+
+    Parameters
+    ----------
+    group_columns
+        Names of the group columns, in the order their arrays are passed to :meth:`add`.
+    """
+
+    def __init__(self, group_columns: Sequence[str]):
+        self.group_columns = tuple(group_columns)
+        self.group_vocabs = [_Vocab() for _ in self.group_columns]
+        self.label_vocab = _Vocab()
+        self.pred_vocab = _Vocab()
+        self._acc: dict[tuple[int, ...], int] = {}
+
+    def add_codes(self, group_codes: Sequence[np.ndarray], y: np.ndarray, p: np.ndarray) -> None:
+        """Count rows given their codes in the accumulator's vocabularies."""
+        if len(y) == 0:
+            return
+        shape = [len(v) for v in self.group_vocabs] + [len(self.label_vocab), len(self.pred_vocab)]
+        shape = [max(s, 1) for s in shape]
+        key = np.zeros(len(y), dtype=np.int64)
+        for codes, size in zip([*group_codes, y, p], shape, strict=True):
+            key *= size
+            key += codes
+        total = int(np.prod(shape, dtype=np.int64))
+        if total <= 1 << 22:
+            binc = np.bincount(key, minlength=total)
+            keys = np.flatnonzero(binc)
+            cnts = binc[keys]
+        else:  # high-cardinality groups: sort instead of a dense table
+            keys, cnts = np.unique(key, return_counts=True)
+        for k, c in zip(
+            zip(*np.unravel_index(keys, shape), strict=True), cnts.tolist(), strict=True
+        ):
+            k = tuple(int(i) for i in k)
+            self._acc[k] = self._acc.get(k, 0) + c
+
+    def label_values(self) -> list[Any]:
+        """The normalised values seen in the label column so far (unsorted)."""
+        return normalize_values(self.label_vocab.values)
+
+    def result(self, pred_override: dict[Any, Any] | None = None) -> ConfusionCounts:
+        """Freeze the counts, normalising label/prediction and group vocabularies.
+
+        Raw label and prediction values are normalised together (so ``"1"`` in a
+        label column and ``1.0`` in a prediction column are one class).
+        ``pred_override`` maps raw prediction values to classes instead (used for
+        thresholded scores, whose raw values are True/False).
+        """
+        if pred_override is None:
+            norm = normalize_values(self.label_vocab.values + self.pred_vocab.values)
+            label_norm = norm[: len(self.label_vocab)]
+            pred_norm = norm[len(self.label_vocab) :]
+        else:
+            label_norm = self.label_values()
+            pred_norm = [pred_override[v] for v in self.pred_vocab.values]
+        classes = _sorted_values(set(label_norm) | set(pred_norm))
+        cls_index = {c: i for i, c in enumerate(classes)}
+        group_norms = [_normalize_groups(v.values) for v in self.group_vocabs]
+        observed = sorted(self._acc)
+        gtuples = [
+            tuple(gn[k[i]] for i, gn in enumerate(group_norms)) for k in observed
+        ]
+        groups = _sorted_values(set(gtuples), tuples=True)
+        g_index = {g: i for i, g in enumerate(groups)}
+        counts = np.zeros((len(groups), len(classes), len(classes)), dtype=np.int64)
+        ng = len(self.group_columns)
+        for k, gt in zip(observed, gtuples, strict=True):
+            y, p = k[ng], k[ng + 1]
+            counts[g_index[gt], cls_index[label_norm[y]], cls_index[pred_norm[p]]] += self._acc[k]
+        label_classes = _sorted_values(
+            {label_norm[k[ng]] for k in observed}
+        )
+        return ConfusionCounts(self.group_columns, groups, classes, label_classes, counts)
+
+
+def counts_from_arrays(
+    y_true: Any, y_pred: Any, groups: dict[str, Any] | Sequence[Any]
+) -> ConfusionCounts:
+    """Confusion counts from in-memory arrays (numpy, lists or pandas objects).
+
+    ``groups`` is a mapping ``{column name: values}`` or a single sequence of values.
+    """
+    import pyarrow as pa
+
+    if not isinstance(groups, dict):
+        groups = {"group": groups}
+    acc = CountAccumulator(list(groups))
+    gcodes = [encode(pa.array(np.asarray(v).tolist()), voc)[0] for v, voc in zip(groups.values(), acc.group_vocabs, strict=True)]
+    y, _ = encode(pa.array(np.asarray(y_true).tolist()), acc.label_vocab)
+    p, _ = encode(pa.array(np.asarray(y_pred).tolist()), acc.pred_vocab)
+    acc.add_codes(gcodes, y, p)
+    return acc.result()
