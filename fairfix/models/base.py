@@ -1,0 +1,188 @@
+"""One small interface over every model kind fairfix can run.
+
+A :class:`Model` turns raw table rows into model inputs (``encode``), runs them
+(``logits`` / ``predict_proba``), exposes the representation at a named layer
+(``representation``, through a forward hook that is removed in ``finally``),
+and names its linear layers, its default tap layer and its default LoRA
+targets.  Kinds: the fairfix tabular MLP, Hugging Face sequence classifiers,
+and any torch module built by a user factory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fairfix import errors
+
+
+@dataclass
+class Representation:
+    """Activations at a tap layer: ``(B, D)`` vectors, or ``(B, T, D)`` tokens with a ``(B, T)`` mask."""
+
+    values: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    @property
+    def is_sequence(self) -> bool:
+        """True for token sequences (attention pooling needed)."""
+        return self.values.dim() == 3
+
+
+class Model(ABC):
+    """A loaded classifier.
+
+    Attributes
+    ----------
+    kind
+        ``tabular_mlp``, ``hf_sequence_classification`` or ``factory``.
+    module
+        The torch module (in eval mode).
+    classes
+        Label values in the order of the output logits.
+    positive
+        The positive label of a binary model (None for multiclass).
+    input_columns
+        Table columns the model reads.
+    path, digest
+        Where it was loaded from, and the artifact's identity (sha256).
+    """
+
+    kind: str = ""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        classes: Sequence[Any],
+        positive: Any,
+        input_columns: Sequence[str],
+        path: Path | None = None,
+        digest: str | None = None,
+        manifest: dict[str, Any] | None = None,
+    ):
+        self.module = module.eval()
+        self.classes = list(classes)
+        self.positive = positive
+        self.input_columns = list(input_columns)
+        self.path = path
+        self.digest = digest
+        self.manifest = manifest or {}
+
+    # -- inputs and outputs -----------------------------------------------------
+    @abstractmethod
+    def encode(self, frame: Any) -> dict[str, torch.Tensor]:
+        """Model inputs for a pandas DataFrame of raw rows (the ``input_columns``)."""
+
+    @abstractmethod
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, C)`` for encoded inputs."""
+
+    @torch.no_grad()
+    def predict_proba(self, frame: Any) -> np.ndarray:
+        """Class probabilities ``(B, C)`` (float64) for raw rows."""
+        logits = self.forward(self.encode(frame))
+        return torch.softmax(logits.float(), dim=-1).double().numpy()
+
+    @property
+    def positive_index(self) -> int | None:
+        """Column of the positive class in ``predict_proba`` (None for multiclass)."""
+        return None if self.positive is None else self.classes.index(self.positive)
+
+    # -- layers -------------------------------------------------------------------
+    def linear_layers(self) -> list[str]:
+        """Names of every ``nn.Linear`` in the module, in registration order."""
+        return [n for n, m in self.module.named_modules() if isinstance(m, nn.Linear)]
+
+    def layer_names(self) -> list[str]:
+        """Names a representation can be taken from (every named submodule)."""
+        return [n for n, _ in self.module.named_modules() if n]
+
+    @property
+    @abstractmethod
+    def default_tap_layer(self) -> str:
+        """The layer whose output the bias detector reads by default."""
+
+    @property
+    @abstractmethod
+    def default_lora_targets(self) -> list[str]:
+        """Linear layers after the tap that LoRA adapts by default."""
+
+    def check_layer(self, layer: str) -> nn.Module:
+        """The submodule called ``layer``; ModelError listing the valid names otherwise."""
+        modules = dict(self.module.named_modules())
+        if not layer or layer not in modules:
+            names = self.layer_names()
+            shown = ", ".join(names[:30]) + (f", ... ({len(names)} in all)" if len(names) > 30 else "")
+            raise errors.ModelError(f"model has no layer {layer!r}; layers: {shown}")
+        return modules[layer]
+
+    @contextmanager
+    def capture(self, layer: str) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the output of ``layer`` during forward passes inside the block."""
+        module = self.check_layer(layer)
+        store: dict[str, torch.Tensor] = {}
+
+        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
+            store["out"] = out[0] if isinstance(out, tuple) else out
+
+        handle = module.register_forward_hook(hook)
+        try:
+            yield store
+        finally:
+            handle.remove()
+
+    @torch.no_grad()
+    def representation(self, inputs: dict[str, torch.Tensor], layer: str | None = None) -> Representation:
+        """Activations at ``layer`` (default: the tap layer) for encoded inputs."""
+        layer = layer or self.default_tap_layer
+        with self.capture(layer) as store:
+            self.forward(inputs)
+        values = store["out"]
+        mask = inputs.get("attention_mask") if values.dim() == 3 else None
+        return Representation(values, mask)
+
+    def describe(self) -> dict[str, Any]:
+        """What `fairfix` records about a model in reports."""
+        return {"kind": self.kind, "path": str(self.path) if self.path else None, "sha256": self.digest,
+                "classes": self.classes, "positive": self.positive}
+
+
+def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a state dict whose keys or shapes do not match ``module`` (one line naming them)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing:
+        raise errors.ModelError(
+            f"{source}: checkpoint lacks {len(missing)} tensor(s) the model needs, e.g. {missing[0]!r}"
+        )
+    if unexpected:
+        raise errors.ModelError(
+            f"{source}: checkpoint has {len(unexpected)} tensor(s) the model does not, e.g. {unexpected[0]!r}"
+        )
+    for k, v in own.items():
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise errors.ModelError(
+                f"{source}: tensor {k!r} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
+            )
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file (never a pickle); ModelError for a missing/corrupt file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise errors.ModelError(f"{path}: no such weights file")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise errors.ModelError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from exc

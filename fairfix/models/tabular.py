@@ -1,0 +1,340 @@
+"""The fairfix tabular MLP: preprocessing that travels with the weights, and ERM training.
+
+The model directory carries everything needed to score raw rows of new data:
+feature columns, numeric means and scales, category vocabularies (with an
+unknown bucket that also takes missing values) and the label vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fairfix import errors
+from fairfix.models.base import Model, check_state_dict, load_safetensors
+
+SCHEMA = "fairfix.model/1"
+WEIGHTS = "model.safetensors"
+MAX_CATEGORIES = 200  # per column; rarer values share the unknown bucket
+
+
+@dataclass
+class Preprocessor:
+    """Raw rows -> float32 matrix: standardised numerics, one-hot categoricals (+ unknown)."""
+
+    numeric: list[str] = field(default_factory=list)
+    means: list[float] = field(default_factory=list)
+    scales: list[float] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    vocabularies: list[list[Any]] = field(default_factory=list)
+
+    @property
+    def columns(self) -> list[str]:
+        """Input columns in the order they were given."""
+        return self.numeric + self.categorical
+
+    @property
+    def width(self) -> int:
+        """Size of the encoded vector."""
+        return len(self.numeric) + sum(len(v) + 1 for v in self.vocabularies)
+
+    @classmethod
+    def fit(cls, frame: Any, features: Sequence[str]) -> Preprocessor:
+        """Learn scaling and vocabularies from a training DataFrame."""
+        import pandas as pd
+
+        pre = cls()
+        for col in features:
+            s = frame[col]
+            if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+                x = s.astype("float64")
+                mean = float(x.mean()) if x.notna().any() else 0.0
+                std = float(x.std(ddof=0)) if x.notna().sum() > 1 else 0.0
+                pre.numeric.append(col)
+                pre.means.append(mean)
+                pre.scales.append(std if std > 0 and math.isfinite(std) else 1.0)
+            else:
+                counts = s.dropna().map(_key).value_counts(sort=False)
+                top = counts.sort_values(ascending=False, kind="stable").index[:MAX_CATEGORIES]
+                pre.categorical.append(col)
+                pre.vocabularies.append(sorted(top, key=str))
+        return pre
+
+    def transform(self, frame: Any) -> np.ndarray:
+        """Encode a DataFrame holding (at least) the input columns."""
+        n = len(frame)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        for j, (col, m, s) in enumerate(zip(self.numeric, self.means, self.scales, strict=True)):
+            try:
+                x = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
+            except (TypeError, ValueError) as exc:
+                raise errors.DataError(f"column {col!r}: the model expects numbers ({exc})") from exc
+            x = np.where(np.isnan(x), m, x)
+            out[:, j] = (x - m) / s
+        offset = len(self.numeric)
+        for col, vocab in zip(self.categorical, self.vocabularies, strict=True):
+            index = {v: i + 1 for i, v in enumerate(vocab)}  # 0: unknown / missing
+            keys = frame[col].map(_key)
+            codes = keys.map(index).fillna(0).to_numpy(dtype=np.int64)
+            out[np.arange(n), offset + codes] = 1.0
+            offset += len(vocab) + 1
+        return out
+
+
+def _key(v: Any) -> Any:
+    """Vocabulary key: JSON-stable (numpy scalars to Python, strings stripped)."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, str):
+        return v.strip()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+class TabularMLP(nn.Module):
+    """``blocks`` of Linear -> ReLU -> Dropout, then a linear ``head``.
+
+    Named layers: ``blocks.i`` (output of block i), ``blocks.i.linear``; the head's
+    input (the final representation) is the output of the last block.
+    """
+
+    def __init__(self, n_in: int, hidden: Sequence[int], n_classes: int, dropout: float = 0.1):
+        super().__init__()
+        widths = [n_in, *hidden]
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                _named(
+                    ("linear", nn.Linear(a, b)),
+                    ("act", nn.ReLU()),
+                    ("drop", nn.Dropout(dropout)),
+                )
+            )
+            for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.head = nn.Linear(widths[-1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, F)
+        for block in self.blocks:
+            x = block(x)  # (B, H_i)
+        return self.head(x)  # (B, C)
+
+
+def _named(*items: tuple[str, nn.Module]) -> Any:
+    from collections import OrderedDict
+
+    return OrderedDict(items)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of ERM training (recorded in the manifest)."""
+
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.1
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    val_fraction: float = 0.1
+    patience: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "val_fraction": 0.0 <= self.val_fraction < 1.0,
+            "patience": self.patience >= 1,
+            "dropout": 0.0 <= self.dropout < 1.0,
+            "hidden": len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise errors.UsageError(f"training option {name}={getattr(self, name)!r} is out of range")
+
+
+class TabularModel(Model):
+    """A fairfix tabular MLP with its preprocessing."""
+
+    kind = "tabular_mlp"
+
+    def __init__(self, module: TabularMLP, pre: Preprocessor, classes: Sequence[Any], positive: Any, **kw: Any):
+        super().__init__(module, classes, positive, pre.columns, **kw)
+        self.pre = pre
+
+    def encode(self, frame: Any) -> dict[str, torch.Tensor]:
+        """``{"x": (B, F) float32}`` from raw rows."""
+        return {"x": torch.from_numpy(self.pre.transform(frame))}
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, C)``."""
+        return self.module(inputs["x"])
+
+    @property
+    def default_tap_layer(self) -> str:
+        """The first hidden layer: it still carries group information the head has discarded."""
+        return "blocks.0"
+
+    @property
+    def default_lora_targets(self) -> list[str]:
+        """Linear layers of the blocks after the tap (those that produce the head's input)."""
+        n = len(self.module.blocks)  # type: ignore[arg-type]
+        return [f"blocks.{i}.linear" for i in range(1, n)] or ["blocks.0.linear"]
+
+    def save(self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False) -> dict[str, Any]:
+        """Write the model directory (manifest + safetensors)."""
+        from safetensors.torch import save_file
+
+        from fairfix.artifacts import write_artifact
+
+        def write(tmp: Path) -> None:
+            state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+
+        return write_artifact(
+            out, kind="model", schema=SCHEMA, write_files=write, force=force,
+            config=config,
+            extra={
+                "model_kind": self.kind,
+                "architecture": {"n_in": self.pre.width, "hidden": list(config["hidden"]),
+                                 "n_classes": len(self.classes), "dropout": config["dropout"]},
+                "preprocessing": asdict(self.pre),
+                "classes": self.classes,
+                "positive": self.positive,
+                "training": training,
+            },
+        )
+
+
+def load_tabular(path: Path, manifest: dict[str, Any]) -> TabularModel:
+    """Load a tabular model directory whose manifest was verified."""
+    try:
+        arch = manifest["architecture"]
+        pre = Preprocessor(**manifest["preprocessing"])
+        module = TabularMLP(arch["n_in"], arch["hidden"], arch["n_classes"], arch.get("dropout", 0.0))
+        classes, positive = manifest["classes"], manifest.get("positive")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.ModelError(f"{path}: manifest does not describe a tabular model ({exc})") from exc
+    if pre.width != arch["n_in"]:
+        raise errors.ModelError(f"{path}: preprocessing width {pre.width} != model input {arch['n_in']}")
+    state = load_safetensors(path / WEIGHTS)
+    check_state_dict(module, state, str(path / WEIGHTS))
+    module.load_state_dict(state)
+    return TabularModel(module, pre, classes, positive, path=path, digest=manifest.get("digest"),
+                        manifest=manifest)
+
+
+def label_vocabulary(values: Any, positive: Any = None) -> tuple[list[Any], Any]:
+    """Sorted label classes of a training column and the positive class (binary only)."""
+    from fairfix._audit import choose_positive
+    from fairfix.metrics.counts import _sorted_values, normalize_values
+
+    raw = [v for v in dict.fromkeys(values.dropna().tolist())]
+    norm = normalize_values(raw)
+    classes = list(_sorted_values(set(norm)))
+    if len(classes) < 2:
+        raise errors.DataError(f"label column {values.name!r} has {len(classes)} distinct value(s); need at least two")
+    pos = choose_positive(classes, positive)[0] if len(classes) == 2 else None
+    return classes, pos
+
+
+def encode_labels(values: Any, classes: list[Any]) -> np.ndarray:
+    """Label values -> class indices (after the same normalisation as the vocabulary)."""
+    from fairfix.metrics.counts import normalize_values
+
+    raw = list(dict.fromkeys(values.tolist()))
+    norm = dict(zip(raw, normalize_values(raw), strict=True))
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index[norm[v]] for v in values.tolist()], dtype=np.int64)
+
+
+def train_tabular(
+    frame: Any,
+    *,
+    label: str,
+    features: Sequence[str],
+    config: TrainConfig,
+    positive: Any = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> tuple[TabularModel, dict[str, Any]]:
+    """ERM training with early stopping on a validation split.
+
+    Reproducible bit for bit on CPU for a given ``config.seed``: every random
+    draw comes from generators seeded here, and the global torch RNG is
+    restored afterwards (no global seeding leaks out).
+
+    Returns
+    -------
+    model, info
+        ``info`` has the epochs run, the best epoch and validation metrics.
+    """
+    if frame[label].isna().any():
+        raise errors.DataError(f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)")
+    classes, pos = label_vocabulary(frame[label], positive)
+    y_all = encode_labels(frame[label], classes)
+    rng = np.random.default_rng(config.seed)
+    n = len(frame)
+    order = rng.permutation(n)
+    n_val = int(round(n * config.val_fraction)) if config.val_fraction > 0 else 0
+    val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    pre = Preprocessor.fit(frame.iloc[tr_idx], features)
+    x_all = torch.from_numpy(pre.transform(frame))
+    y_t = torch.from_numpy(y_all)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        module = TabularMLP(pre.width, config.hidden, len(classes), config.dropout)
+        opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        loss_fn = nn.CrossEntropyLoss()
+        best = (math.inf, -1)
+        best_state = {k: v.clone() for k, v in module.state_dict().items()}
+        history = []
+        gen = torch.Generator().manual_seed(config.seed)
+        tr = torch.from_numpy(tr_idx)
+        for epoch in range(config.epochs):
+            module.train()
+            perm = tr[torch.randperm(len(tr), generator=gen)]
+            total = 0.0
+            for start in range(0, len(perm), config.batch_size):
+                idx = perm[start : start + config.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(module(x_all[idx]), y_t[idx])
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            module.eval()
+            metrics = {"train_loss": total / max(len(perm), 1)}
+            if n_val:
+                with torch.no_grad():
+                    logits = module(x_all[val_idx])
+                    metrics["val_loss"] = float(loss_fn(logits, y_t[val_idx]))
+                    metrics["val_accuracy"] = float((logits.argmax(1) == y_t[val_idx]).float().mean())
+            history.append(metrics)
+            score = metrics.get("val_loss", metrics["train_loss"])
+            if score < best[0] - 1e-6:
+                best = (score, epoch)
+                best_state = {k: v.clone() for k, v in module.state_dict().items()}
+            if progress is not None:
+                progress(epoch + 1, config.epochs, metrics)
+            if epoch - best[1] >= config.patience:
+                break
+        module.load_state_dict(best_state)
+    module.eval()
+    model = TabularModel(module, pre, classes, pos)
+    info = {"epochs_run": len(history), "best_epoch": best[1] + 1, "history": history,
+            "train_rows": int(len(tr_idx)), "val_rows": int(n_val)}
+    return model, info
+
+
+def manifest_json(manifest: dict[str, Any]) -> str:
+    """Pretty JSON of a manifest (for `--format json` of train)."""
+    return json.dumps(manifest, indent=2)
