@@ -19,10 +19,17 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev,hf]"
 	touch $@
 
+DEMO_DIR ?= demo-output
+
 demo: $(BIN)/.installed
-	$(BIN)/fairfix audit fairfix/datasets/adult_test_predictions.csv.gz \
-	  --label income --pred pred --group sex --group race \
-	  --fail-on "equalized_odds_difference>0.5"
+	mkdir -p $(DEMO_DIR)
+	$(BIN)/fairfix train adult:train --label income --group sex --group race \
+	  --out $(DEMO_DIR)/adult-mlp --force
+	$(BIN)/fairfix audit adult:test --model $(DEMO_DIR)/adult-mlp \
+	  --label income --group sex --group race \
+	  --format json --output $(DEMO_DIR)/audit.json --force
+	$(BIN)/fairfix audit adult:test --model $(DEMO_DIR)/adult-mlp \
+	  --label income --group sex --group race --fail-on "equalized_odds_difference>0.6"
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)

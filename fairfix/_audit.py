@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,6 +82,7 @@ def audit(
     group: str | Sequence[str],
     pred: str | None = None,
     score: str | None = None,
+    model: Any = None,
     threshold: float | None = None,
     positive: Any = None,
     bootstrap: int = 1000,
@@ -105,11 +107,13 @@ def audit(
         Column with the true labels (any type: ints, strings, booleans).
     group
         Column(s) whose intersection defines the groups.
-    pred, score
-        Exactly one: a column of predicted labels, or of positive-class
-        probabilities turned into labels with ``score >= threshold``.
+    pred, score, model
+        Exactly one: a column of predicted labels, a column of positive-class
+        probabilities turned into labels with ``score >= threshold``, or a
+        loaded :class:`fairfix.models.Model` run over the rows first (a binary
+        model's positive-class probability is thresholded like ``score``).
     threshold
-        Decision threshold for ``score`` (default 0.5).
+        Decision threshold for ``score`` or a binary ``model`` (default 0.5).
     positive
         The positive label of a binary task; by default 1/True, else the
         larger of the two labels.
@@ -139,11 +143,11 @@ def audit(
     groups = [group] if isinstance(group, str) else list(group)
     if not groups:
         raise errors.UsageError("give at least one group column (--group COL)")
-    if (pred is None) == (score is None):
-        raise errors.UsageError("give exactly one of --pred COL or --score COL")
-    if threshold is not None and score is None:
-        raise errors.UsageError("--threshold applies to --score only")
-    if score is not None:
+    if sum(x is not None for x in (pred, score, model)) != 1:
+        raise errors.UsageError("give exactly one of --pred COL, --score COL or --model PATH")
+    if threshold is not None and pred is not None:
+        raise errors.UsageError("--threshold applies to --score or --model only")
+    if score is not None or model is not None:
         threshold = 0.5 if threshold is None else float(threshold)
         if not 0.0 <= threshold <= 1.0:
             raise errors.UsageError(f"--threshold {threshold:g}: must lie in [0, 1]")
@@ -157,30 +161,55 @@ def audit(
         raise errors.UsageError("a --group column is named twice")
     gates = [parse_gate(expr, SUMMARY_METRICS) for expr in fail_on]
 
+    if isinstance(data, str):
+        from fairfix.data.frames import embedded_table
+
+        emb = embedded_table(data)
+        data = emb if emb is not None else data
     table = open_table(data, input_format)
-    pred_col = pred if pred is not None else score
-    assert pred_col is not None
-    table.require([label, pred_col, *groups])
+    pred_col = pred if pred is not None else (score if score is not None else "<model>")
+    table.require([label, *groups] + ([] if model is not None else [pred_col]))
     if label in groups or pred_col in groups or pred_col == label:
         raise errors.UsageError("the label, prediction and group columns must be different columns")
+    model_binary = model is not None and model.positive_index is not None
+    if model is not None and positive is not None and model_binary:
+        given = choose_positive(model.classes, positive)[0]
+        pos_idx = model.classes.index(given)
+    elif model_binary:
+        pos_idx = model.positive_index
 
     acc = CountAccumulator(groups)
     scan = _Scan(missing={c: _Missing() for c in [label, pred_col, *groups]})
-    if score is not None:
+    thresholded = score is not None or model_binary
+    if thresholded:
         acc.pred_vocab.codes_for([False, True])  # code 0: predicted negative, 1: positive
     missing_codes = [None] * len(groups)
     categorical = [label, *groups] + ([pred] if pred is not None else [])
-    for batch in table.iter_batches(
-        [label, pred_col, *groups],
-        batch_rows=batch_rows,
-        categorical=categorical,
-        numeric=[score] if score is not None else [],
-    ):
+    if model is not None:
+        from fairfix.models.runner import iter_predictions
+
+        batches: Any = iter_predictions(
+            table, model, extra_columns=[label, *groups], categorical=categorical,
+            batch_rows=None if batch_rows == DEFAULT_BATCH_ROWS else batch_rows,
+        )
+    else:
+        batches = ((b, None) for b in _name_score_errors(table.iter_batches(
+            [label, pred_col, *groups],
+            batch_rows=batch_rows,
+            categorical=categorical,
+            numeric=[score] if score is not None else [],
+        ), table.name, score))
+    for batch, proba in batches:
         offset = scan.rows
         scan.rows += batch.num_rows
         y, ymiss = encode(batch.column(label), acc.label_vocab)
         if score is not None:
             p, pmiss = _threshold(table.name, score, batch.column(score), threshold, scan, offset)
+        elif model_binary:
+            p, pmiss = _threshold(table.name, "<model>", _pa_array(proba[:, pos_idx]), threshold, scan, offset)
+        elif model is not None:
+            p, pmiss = encode(_pa_array(np.asarray(model.classes, dtype=object)[proba.argmax(axis=1)].tolist()),
+                              acc.pred_vocab)
         else:
             p, pmiss = encode(batch.column(pred_col), acc.pred_vocab)
         drop = np.zeros(batch.num_rows, dtype=bool)
@@ -215,7 +244,11 @@ def audit(
     _raise_for_scan(table.name, scan, label, pred_col, score, groups)
     if scan.rows == 0:
         raise errors.DataError(f"{table.name}: has a header but no rows")
-    label_values = sorted(set(acc.label_values()), key=str)
+    # Predicted labels are normalised together with the labels (as acc.result() does), so
+    # that the positive label found here is a class of the counts.
+    label_values = sorted(
+        set(acc.label_values() if thresholded else acc.result().label_classes), key=str
+    )
     if len(label_values) < 2:
         if not label_values:
             raise errors.DataError(f"{table.name}: no rows left to audit after dropping empty values")
@@ -231,8 +264,17 @@ def audit(
         raise errors.UsageError(
             f"--positive applies to a binary label; {label!r} has {len(label_values)} values"
         )
-    if score is not None:
-        if not binary:
+    if model is not None:
+        unknown = [v for v in label_values if v not in model.classes]
+        if unknown:
+            raise errors.DataError(
+                f"{table.name}: label value {unknown[0]!r} in {label!r} is not a class of the model "
+                f"(classes: {', '.join(map(repr, model.classes))})"
+            )
+        if model_binary and model.classes[pos_idx] != pos_value:
+            pos_value, pos_source = model.classes[pos_idx], "the model's positive class"
+    if thresholded:
+        if not binary and score is not None:
             raise errors.UsageError(
                 f"--score needs a binary label; {label!r} has {len(label_values)} values "
                 "(use --pred with predicted labels)"
@@ -251,6 +293,7 @@ def audit(
         "source": table.name,
         "prediction_column": pred,
         "score_column": score,
+        "model": model.describe() if model is not None else None,
         "threshold": threshold,
         "dropped_rows": scan.dropped,
         "keep_missing_groups": keep_missing_groups,
@@ -267,6 +310,25 @@ def audit(
         gates=gates,
         settings=settings,
     )
+
+
+def _name_score_errors(batches: Any, name: str, score: str | None) -> Any:
+    """Re-raise a CSV score cell that is not a number as SCORE_NOT_NUMERIC, naming the column."""
+    try:
+        yield from batches
+    except errors.DataError as exc:
+        m = re.search(r"conversion error to double: (invalid value '.*')", str(exc.__cause__))
+        if score is None or m is None:  # the score is the only column parsed as float64
+            raise
+        raise errors.DataError(
+            errors.SCORE_NOT_NUMERIC.format(path=name, column=score, reason=m[1])
+        ) from exc.__cause__
+
+
+def _pa_array(values: Any) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values)
 
 
 def _threshold(

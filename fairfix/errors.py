@@ -53,3 +53,4 @@ SCORE_OUT_OF_RANGE = (
 )
 ONE_LABEL = "{path}: label column {column!r} has one value only ({value!r}); need at least two"
 OUTPUT_EXISTS = "{path}: exists; pass --force to overwrite it"
+OUTPUT_UNWRITABLE = "{path}: cannot write: {reason}"

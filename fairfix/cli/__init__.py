@@ -7,6 +7,8 @@ starts fast.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from fairfix import __version__
@@ -36,11 +38,18 @@ def _root(
     """Audit classifiers for group disparities and correct them with FairNet."""
 
 
-from fairfix.cli import audit as _audit_cmd  # noqa: E402  (registers the command)
+from fairfix.cli import audit as _audit_cmd  # noqa: E402
+from fairfix.cli import predict as _predict_cmd  # noqa: E402
+from fairfix.cli import train as _train_cmd  # noqa: E402
 
 app.command("audit")(_audit_cmd.audit)
+app.command("train")(_train_cmd.train)
+app.command("predict")(_predict_cmd.predict)
 
 
 def main() -> None:
     """Console-script entry point."""
+    if os.environ.get("NO_COLOR"):
+        # Typer's Rich help and usage errors keep bold and dim under NO_COLOR: print them plain.
+        app.rich_markup_mode = None
     app()

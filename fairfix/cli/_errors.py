@@ -47,11 +47,12 @@ def handle_errors(fn: F) -> F:
             # `fairfix audit ... | head`: the reader went away; not an error of ours.
             os._exit(0)
         except Exception as exc:  # noqa: BLE001 - the contract's exit 3
+            hint = ""
             if debug():
                 traceback.print_exc()
-            _output.error(
-                f"unexpected {type(exc).__name__}: {exc} (set FAIRFIX_DEBUG=1 for the traceback)"
-            )
+            else:
+                hint = " (set FAIRFIX_DEBUG=1 for the traceback)"
+            _output.error(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}{hint}")
             raise typer.Exit(EXIT_UNEXPECTED) from None
 
     return wrapper  # type: ignore[return-value]

@@ -23,15 +23,26 @@ def choose_format(fmt: Format | None, output: Path | None) -> Format:
 
 def color_enabled(stream: Any) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set."""
-    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+    return not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty()
+
+
+def console(stderr: bool = False) -> Any:
+    """A Rich console on stdout or stderr (imported lazily: Rich is not free to import).
+
+    Without colour it writes no style escapes at all: Rich's ``no_color`` drops colours
+    but keeps bold and italics, and FORCE_COLOR would bring them back off a terminal.
+    """
+    from rich.console import Console
+
+    styled = color_enabled(sys.stderr if stderr else sys.stdout)
+    return Console(stderr=stderr, highlight=False, no_color=not styled,
+                   **({} if styled else {"color_system": None}))
 
 
 @cache
 def err_console() -> Any:
-    """A Rich console on stderr (imported lazily: Rich is not free to import)."""
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, no_color=not color_enabled(sys.stderr))
+    """The Rich console on stderr (progress bars)."""
+    return console(stderr=True)
 
 
 def error(message: str) -> None:
@@ -92,3 +103,40 @@ class RowProgress:
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
             self._progress.__exit__(*exc)
+
+
+class EpochProgress(RowProgress):
+    """A progress bar over epochs that shows the latest losses."""
+
+    def __init__(self, description: str):
+        super().__init__(description, unit="epochs")
+
+    def __call__(self, done: int, total: int | None = None, metrics: dict[str, float] | None = None) -> None:  # type: ignore[override]
+        if self._progress is not None:
+            desc = self.description
+            if metrics:
+                desc += " " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            self._progress.update(self._task, completed=done, total=total, description=desc)
+
+
+def print_summary(summary: dict[str, Any], fmt: Any, title: str = "") -> None:
+    """A flat result (train, predict) as JSON or a two-column table on stdout."""
+    import json
+
+    from fairfix.report.render import Format
+
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(title=title or None, title_justify="left", show_header=False)
+    t.add_column("key")
+    t.add_column("value")
+    for k, v in summary.items():
+        if isinstance(v, dict):
+            v = ", ".join(v)
+        elif isinstance(v, list):
+            v = ", ".join(map(str, v))
+        t.add_row(k, "" if v is None else str(v))
+    console().print(t)

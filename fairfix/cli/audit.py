@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fairfix.cli import _output
+from fairfix.cli import _model, _output
 from fairfix.cli._errors import EXIT_GATE, handle_errors
 from fairfix.report.render import Format
 
@@ -20,6 +19,10 @@ def audit(
     group: Annotated[list[str], typer.Option("--group", help="Group column; repeat for intersectional groups.")],
     pred: Annotated[str | None, typer.Option("--pred", help="Column with predicted labels.")] = None,
     score: Annotated[str | None, typer.Option("--score", help="Column with positive-class probabilities.")] = None,
+    model: _model.ModelOpt = None,
+    factory: _model.FactoryOpt = None,
+    features: _model.FeaturesOpt = None,
+    text_column: _model.TextColumnOpt = None,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Predict positive when score >= T (default 0.5).")] = None,
     positive: Annotated[str | None, typer.Option("--positive", help="Positive label (default: 1, True, or the larger of two labels).")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0: none).")] = 1000,
@@ -42,6 +45,7 @@ def audit(
     if output is not None:
         check_writable(output, force)  # fail before reading a large file
     chosen = _output.choose_format(fmt, output)
+    loaded = _model.load(model, factory, features, text_column) if model is not None else None
     with _output.RowProgress("auditing") as progress:
         report = run_audit(
             data,
@@ -49,6 +53,7 @@ def audit(
             group=group,
             pred=pred,
             score=score,
+            model=loaded,
             threshold=threshold,
             positive=positive,
             bootstrap=bootstrap,
@@ -71,9 +76,7 @@ def audit(
 
         _output.warn(f"group {group_label(g['group'])} has {g['n']} rows (< --min-group-size {min_group_size})")
     if chosen is Format.table and output is None:
-        from rich.console import Console
-
-        print_table(report, Console(highlight=False, no_color=not _output.color_enabled(sys.stdout)))
+        print_table(report, _output.console())
     else:
         _output.emit(render(report, chosen), output, force)
     for gr in report.gates:

@@ -82,7 +82,10 @@ def parse_gate(expr: str, metrics: Iterable[str]) -> Gate:
         raise errors.UsageError(
             f"--fail-on {expr!r}: unknown metric {metric!r}; known: {', '.join(known)}"
         )
-    return Gate(expr.strip(), metric, m["op"], float(m["number"]))
+    threshold = float(m["number"])
+    if not math.isfinite(threshold):  # 1e999: JSON cannot hold it
+        raise errors.UsageError(f"--fail-on {expr!r}: {m['number']} is not a finite number")
+    return Gate(expr.strip(), metric, m["op"], threshold)
 
 
 def evaluate(

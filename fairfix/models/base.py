@@ -57,6 +57,10 @@ class Model(ABC):
     """
 
     kind: str = ""
+    #: Rows per inference batch when streaming a table through the model.
+    batch_rows: int = 8192
+    #: Input columns to parse as numbers when reading CSV (others keep their inferred type).
+    numeric_columns: list[str] = []
 
     def __init__(
         self,

@@ -171,6 +171,7 @@ class TabularModel(Model):
     def __init__(self, module: TabularMLP, pre: Preprocessor, classes: Sequence[Any], positive: Any, **kw: Any):
         super().__init__(module, classes, positive, pre.columns, **kw)
         self.pre = pre
+        self.numeric_columns = list(pre.numeric)
 
     def encode(self, frame: Any) -> dict[str, torch.Tensor]:
         """``{"x": (B, F) float32}`` from raw rows."""

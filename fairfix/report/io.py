@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -12,10 +13,10 @@ from fairfix import errors
 def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
     """Fail early (before any work) when ``path`` exists without ``force`` or its folder is missing."""
     p = Path(path)
-    if p.exists() and not force:
-        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=p))
     if p.is_dir():
         raise errors.UsageError(f"{p}: is a directory")
+    if p.exists() and not force:
+        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=p))
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise errors.UsageError(f"{p}: folder {parent} does not exist")
@@ -25,22 +26,46 @@ def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, force: bool = False) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never half.
 
+    The file gets the permissions of the file it replaces, else those of a new file
+    (0o666 less the umask), not mkstemp's private 0o600.
+
     Raises
     ------
     fairfix.errors.OutputExistsError
         ``path`` exists and ``force`` is false.
+    fairfix.errors.UsageError
+        The file cannot be written (permissions, disk full, ...).
     """
     p = check_writable(path, force)
     mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        perms = stat.S_IMODE(p.stat().st_mode) if p.exists() else 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as exc:
+        raise errors.UsageError(
+            errors.OUTPUT_UNWRITABLE.format(path=p, reason=exc.strerror or exc)
+        ) from exc
     try:
         with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, perms)
         if not force and p.exists():  # appeared while we were writing
             raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=p))
         os.replace(tmp, p)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise errors.UsageError(
+            errors.OUTPUT_UNWRITABLE.format(path=p, reason=exc.strerror or exc)
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

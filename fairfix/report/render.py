@@ -131,7 +131,7 @@ def _table_cells(report: AuditReport) -> tuple[list[str], list[list[str]], list[
     for m in metrics:
         pick = _WORSE.get(m)
         vals = [g[m] for g in report.groups if g[m] is not None and not math.isnan(g[m])]
-        if pick and len(vals) > 1:
+        if pick and len(set(vals)) > 1:  # no "worst" when every group has the same value
             worst[m] = pick(vals)
     cells, flags = [], []
     for g in report.groups:
@@ -189,7 +189,10 @@ def print_table(report: AuditReport, console: Any) -> None:
     t = Table(title=f"{report.label} by {' x '.join(report.counts.group_columns)}: "
                     f"{report.n} rows{pos}", title_justify="left")
     for i, h in enumerate(header):
-        t.add_column(h, justify="left" if i < len(report.counts.group_columns) else "right")
+        if i < len(report.counts.group_columns):  # fold long group names, never cut them
+            t.add_column(h, justify="left", overflow="fold")
+        else:
+            t.add_column(h, justify="right")
     for row, flag in zip(cells, flags, strict=True):
         t.add_row(*[f"[bold red]{c}[/]" if f else c for c, f in zip(row, flag, strict=True)])
     console.print(t)

@@ -1,0 +1,27 @@
+"""Options shared by every command that loads a model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Model directory (fairfix or Hugging Face) or state dict (with --factory).")]
+FactoryOpt = Annotated[str | None, typer.Option("--factory", help="package.module:function that builds the torch module for a state dict.")]
+FeaturesOpt = Annotated[str | None, typer.Option("--features", help="Comma-separated input columns.")]
+TextColumnOpt = Annotated[str | None, typer.Option("--text-column", help="Text column of a Hugging Face model.")]
+
+
+def split_columns(value: str | None) -> list[str] | None:
+    """``"a,b , c"`` -> ``["a", "b", "c"]``; None stays None."""
+    if value is None:
+        return None
+    cols = [c.strip() for c in value.split(",") if c.strip()]
+    return cols or None
+
+
+def load(path: str, factory: str | None, features: str | None, text_column: str | None) -> Any:
+    """Load a model the way every command does (torch is imported here, not before)."""
+    from fairfix.models import load_model
+
+    return load_model(path, factory=factory, features=split_columns(features), text_column=text_column)

@@ -1,0 +1,135 @@
+"""``fairfix.predict``: score a table with a model and stream the result to a file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fairfix import errors
+from fairfix.data.tables import infer_format, open_table
+from fairfix.models.base import Model
+from fairfix.models.runner import iter_predictions
+from fairfix.report.io import check_writable
+
+
+def prediction_columns(model: Model, proba: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """``score`` (binary: P(positive)) or ``score_<class>`` per class, and ``pred``.
+
+    A binary model predicts the positive class when ``score >= threshold``,
+    exactly as ``fairfix audit --score score --threshold T`` would.
+    """
+    cols: dict[str, Any] = {}
+    if model.positive_index is not None:
+        score = proba[:, model.positive_index]
+        negative = next(c for c in model.classes if c != model.positive)
+        cols["score"] = score
+        cols["pred"] = np.where(score >= threshold, model.positive, negative)
+    else:
+        for j, c in enumerate(model.classes):
+            cols[f"score_{c}"] = proba[:, j]
+        cols["pred"] = np.asarray(model.classes)[proba.argmax(axis=1)]
+    return cols
+
+
+class _Writer:
+    """Append record batches to a CSV, Parquet or JSON Lines file."""
+
+    def __init__(self, path: Path, fmt: str):
+        self.path, self.fmt = path, fmt
+        self._w: Any = None
+        self._fh: Any = None
+
+    def write(self, table: Any) -> None:
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if self._w is None:
+                self._w = pq.ParquetWriter(str(self.path), table.schema)
+            self._w.write_table(table)
+        elif self.fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            if self._w is None:
+                self._w = pcsv.CSVWriter(str(self.path), table.schema)
+            self._w.write_table(table)
+        else:
+            import json
+
+            if self._fh is None:
+                self._fh = open(self.path, "w", encoding="utf-8")
+            for row in table.to_pylist():
+                self._fh.write(json.dumps(row, allow_nan=False) + "\n")
+
+    def close(self) -> None:
+        if self._w is not None:
+            self._w.close()
+        if self._fh is not None:
+            self._fh.close()
+
+
+def predict(
+    data: Any,
+    model: Model,
+    output: str | os.PathLike[str],
+    *,
+    id_column: str | None = None,
+    threshold: float = 0.5,
+    batch_rows: int | None = None,
+    input_format: str | None = None,
+    force: bool = False,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> dict[str, Any]:
+    """Score every row of ``data`` and write ``id``/``row``, ``score``, ``pred`` to ``output``.
+
+    The output format follows its extension (``.csv``, ``.parquet``, ``.jsonl``,
+    optionally compressed is not supported for output).  Rows are streamed, so
+    the input may be larger than memory; the file appears only when complete.
+    """
+    import pyarrow as pa
+
+    out = check_writable(output, force)
+    fmt = infer_format(str(out))
+    if not 0.0 <= threshold <= 1.0:
+        raise errors.UsageError(f"--threshold {threshold:g}: must lie in [0, 1]")
+    from fairfix.data.frames import embedded_table
+
+    if isinstance(data, str) and (emb := embedded_table(data)) is not None:
+        data = emb
+    table = open_table(data, input_format)
+    if id_column is not None:
+        table.require([id_column])
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    writer = _Writer(tmp, fmt)
+    rows = 0
+    try:
+        for batch, proba in iter_predictions(
+            table, model, extra_columns=[id_column] if id_column else [], batch_rows=batch_rows,
+            progress=progress,
+        ):
+            cols: dict[str, Any] = {}
+            if id_column is not None:
+                ids = batch.column(id_column)
+                cols[id_column] = ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids
+            else:
+                cols["row"] = pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))
+            cols.update({k: pa.array(v) for k, v in prediction_columns(model, proba, threshold).items()})
+            writer.write(pa.table(cols))
+            rows += batch.num_rows
+        writer.close()
+        if rows == 0:
+            raise errors.DataError(f"{table.name}: has a header but no rows")
+        if not force and out.exists():
+            raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
+        os.replace(tmp, out)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"rows": rows, "output": str(out), "format": fmt}
