@@ -39,12 +39,14 @@ def _root(
 
 
 from fairfix.cli import audit as _audit_cmd  # noqa: E402
+from fairfix.cli import detect as _detect_cmd  # noqa: E402
 from fairfix.cli import predict as _predict_cmd  # noqa: E402
 from fairfix.cli import train as _train_cmd  # noqa: E402
 
 app.command("audit")(_audit_cmd.audit)
 app.command("train")(_train_cmd.train)
 app.command("predict")(_predict_cmd.predict)
+app.command("detect")(_detect_cmd.detect)
 
 
 def main() -> None:

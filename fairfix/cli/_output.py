@@ -22,8 +22,10 @@ def choose_format(fmt: Format | None, output: Path | None) -> Format:
 
 
 def color_enabled(stream: Any) -> bool:
-    """Colour only on a terminal, and never when NO_COLOR is set."""
-    return not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty()
+    """Colour on a terminal or with FORCE_COLOR (CI logs), never when NO_COLOR is set."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    return bool(os.environ.get("FORCE_COLOR")) or (hasattr(stream, "isatty") and stream.isatty())
 
 
 def console(stderr: bool = False) -> Any:
@@ -140,3 +142,64 @@ def print_summary(summary: dict[str, Any], fmt: Any, title: str = "") -> None:
             v = ", ".join(map(str, v))
         t.add_row(k, "" if v is None else str(v))
     console().print(t)
+
+
+class StageProgress(RowProgress):
+    """One progress bar per stage: called as ``progress(stage, done, total, metrics)``."""
+
+    def __init__(self) -> None:
+        super().__init__("", unit="")
+        self._stage: str | None = None
+
+    def __call__(self, stage: str, done: int, total: int | None = None,  # type: ignore[override]
+                 metrics: dict[str, float] | None = None) -> None:
+        if self._progress is None:
+            return
+        if stage != self._stage:
+            self._stage = stage
+            self._task = self._progress.add_task(stage, total=total)
+        desc = stage + ("" if not metrics else " " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        self._progress.update(self._task, completed=done, total=total, description=desc)
+
+
+def _rate(x: Any) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: bool) -> None:
+    """``fairfix.detect/1`` as JSON, or tables of the operating point and the tau sweep."""
+    import json
+
+    from fairfix.report.render import Format
+
+    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
+    if output is not None:
+        write_atomic(output, text, force=force)
+    if fmt is Format.json:
+        sys.stdout.write(text)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"detector ({report['mode']} mode, layer {report['layer']}): minority "
+                    f"{report['minority']} of {report['group_column']}", title_justify="left")
+    for col in ("tau", "TPR", "FPR", "precision", "activation rate"):
+        t.add_column(col, justify="right")
+    t.add_row(_rate(report["tau"]), _rate(report["tpr"]), _rate(report["fpr"]), _rate(report["precision"]),
+              _rate(report["activation_rate"]))
+    c = console()
+    c.print(t)
+    if report.get("activation_rate_by_group"):
+        g = Table(title="activation rate by group", title_justify="left")
+        g.add_column("group")
+        g.add_column("activation rate", justify="right")
+        for k, v in report["activation_rate_by_group"].items():
+            g.add_row(k, _rate(v))
+        c.print(g)
+    if report.get("sweep"):
+        s = Table(title="tau sweep (held-out labeled rows)", title_justify="left")
+        for col in ("tau", "TPR", "FPR", "precision", "activation rate"):
+            s.add_column(col, justify="right")
+        for row in report["sweep"]:
+            s.add_row(_rate(row["tau"]), _rate(row["tpr"]), _rate(row["fpr"]), _rate(row["precision"]),
+                      _rate(row["activation_rate"]))
+        c.print(s)
