@@ -11,7 +11,7 @@ import numpy as np
 
 from fairfix import errors
 from fairfix.data.tables import DEFAULT_BATCH_ROWS, open_table
-from fairfix.metrics.counts import MISSING, CountAccumulator, encode, normalize_values
+from fairfix.metrics.counts import MISSING, CountAccumulator, encode, float_values, normalize_values
 from fairfix.metrics.gates import parse_gate
 from fairfix.metrics.rates import SUMMARY_METRICS
 from fairfix.report.audit import AuditReport, build_report
@@ -193,13 +193,13 @@ def audit(
             batch_rows=None if batch_rows == DEFAULT_BATCH_ROWS else batch_rows,
         )
     else:
-        batches = ((b, None) for b in _name_score_errors(table.iter_batches(
+        batches = ((b, None, None) for b in _name_score_errors(table.iter_batches(
             [label, pred_col, *groups],
             batch_rows=batch_rows,
             categorical=categorical,
             numeric=[score] if score is not None else [],
         ), table.name, score))
-    for batch, proba in batches:
+    for batch, proba, _extras in batches:
         offset = scan.rows
         scan.rows += batch.num_rows
         y, ymiss = encode(batch.column(label), acc.label_vocab)
@@ -343,7 +343,7 @@ def _threshold(
         raise errors.DataError(
             errors.SCORE_NOT_NUMERIC.format(path=name, column=column, reason=f"its type is {arr.type}")
         )
-    s = np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+    s = float_values(arr)  # not arr.to_numpy(): that imports pandas (~0.35 s)
     miss = np.isnan(s)
     with np.errstate(invalid="ignore"):
         bad = (s < 0.0) | (s > 1.0)

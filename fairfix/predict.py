@@ -109,7 +109,7 @@ def predict(
     writer = _Writer(tmp, fmt)
     rows = 0
     try:
-        for batch, proba in iter_predictions(
+        for batch, proba, extras in iter_predictions(
             table, model, extra_columns=[id_column] if id_column else [], batch_rows=batch_rows,
             progress=progress,
         ):
@@ -120,6 +120,7 @@ def predict(
             else:
                 cols["row"] = pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))
             cols.update({k: pa.array(v) for k, v in prediction_columns(model, proba, threshold).items()})
+            cols.update({k: pa.array(v) for k, v in extras.items()})
             writer.write(pa.table(cols))
             rows += batch.num_rows
         writer.close()

@@ -86,8 +86,14 @@ class RowProgress:
 
     def __enter__(self) -> RowProgress:
         if sys.stderr.isatty() and not os.environ.get("FAIRFIX_NO_PROGRESS"):
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
-                                       TextColumn, TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._progress = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
@@ -203,3 +209,16 @@ def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: b
             s.add_row(_rate(row["tau"]), _rate(row["tpr"]), _rate(row["fpr"]), _rate(row["precision"]),
                       _rate(row["activation_rate"]))
         c.print(s)
+
+
+def emit_compare(doc: dict[str, Any], fmt: Any, output: Path | None, force: bool) -> None:
+    """A fairfix.compare/1 document in the chosen format, to stdout or --output."""
+    from fairfix.report.compare import render_compare
+    from fairfix.report.render import Format
+
+    chosen = choose_format(fmt, output)
+    if chosen is Format.table and output is None:
+        render_compare(doc, chosen, console())
+    else:
+        emit(render_compare(doc, chosen) if chosen is not Format.table else
+             render_compare(doc, Format.markdown), output, force)

@@ -40,6 +40,11 @@ _COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
 # missing marker to leave out.
 NULL_VALUES = ["", "NA", "NaN", "nan", "N/A", "n/a", "null", "NULL", "None", "?"]
 DEFAULT_BATCH_ROWS = 1 << 20
+# Bytes of CSV text parsed at a time.  pyarrow's streaming CSV reader holds a few
+# dozen blocks' worth of buffers in flight, so this bounds peak memory (~250 MB
+# at 4 MiB, ~600 MB at 64 MiB) far more than the batch size does; larger blocks
+# are not faster.
+_CSV_BLOCK = 1 << 22
 
 
 def infer_format(path: str, input_format: str | None = None) -> str:
@@ -160,8 +165,9 @@ class Table:
             elif c in numeric:
                 types[c] = pa.float64()
         # ~64 bytes a row is a fair guess for narrow prediction files; pyarrow
-        # splits blocks at row boundaries, so this only sets the batch size.
-        block = max(1 << 16, min(batch_rows * 64, 1 << 26))
+        # splits blocks at row boundaries, so this only sets the batch size (and
+        # memory: see _CSV_BLOCK).
+        block = max(1 << 16, min(batch_rows * 64, _CSV_BLOCK))
         reader = _wrap_arrow(
             self,
             lambda: pcsv.open_csv(
@@ -200,11 +206,18 @@ class Table:
         ]
         pf = _wrap_arrow(self, lambda: pq.ParquetFile(self._source, read_dictionary=as_dict))
         it = pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=True)
-        while True:
-            batch = _wrap_arrow(self, lambda: next(it, None))
-            if batch is None:
-                break
-            yield batch
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            while True:
+                batch = _wrap_arrow(self, lambda: next(it, None))
+                if batch is None:
+                    break
+                yield batch
+
+        if pf.metadata.num_rows <= batch_rows:
+            yield from batches()
+        else:  # decode the next batch while the caller works on this one
+            yield from _read_ahead(batches())
 
     # -- JSON Lines -----------------------------------------------------------
     def _jsonl_batches(self, cols, batch_rows):
@@ -231,6 +244,53 @@ class Table:
         finally:
             reader.close()
             stream.close()
+
+
+def _read_ahead(batches: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Yield the items of ``batches``, producing up to ``depth`` more in a background thread.
+
+    pyarrow releases the GIL while it decodes, and so does numpy for the work
+    the caller does on each batch, so on two cores the two overlap.  Errors
+    raised while producing are re-raised here, in the caller's thread.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put((False, batch)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put((True, exc))
+            return
+        put((True, None))
+
+    worker = threading.Thread(target=produce, name="fairfix-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            done, item = q.get()
+            if done:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
 
 
 def _wrap_arrow(table: Table, fn, stop: bool = False):

@@ -183,7 +183,12 @@ def group_values(frame: Any, group: str) -> tuple[np.ndarray, list[Any]]:
 
 
 def _isna(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+    """Missing cell: None, NaN, and pandas' NA/NaT (nullable Int64/string/category columns)."""
+    import pandas as pd
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return True
+    return bool(pd.api.types.is_scalar(v) and pd.isna(v))
 
 
 def resolve_minority(given: Sequence[Any] | None, distinct: list[Any], group: str) -> list[Any]:
@@ -242,8 +247,10 @@ def train_module(
     seq = values.dim() == 3
     flat = values[torch.as_tensor(rows)]
     if seq:
-        m = mask[torch.as_tensor(rows)].unsqueeze(-1).float()
-        mean = (flat * m).sum((0, 1)) / m.sum()
+        keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
+        m = keep.float()
+        flat = flat.masked_fill(~keep, 0.0)  # padding may hold anything, NaN included
+        mean = flat.sum((0, 1)) / m.sum()
         scale = (((flat - mean) ** 2) * m).sum((0, 1)).div(m.sum()).sqrt()
     else:
         mean, scale = flat.mean(0), flat.std(0, unbiased=False)
@@ -295,8 +302,8 @@ def pseudo_scores(
 
         x = values[torch.as_tensor(rows)]
         if x.dim() == 3:
-            m = mask[torch.as_tensor(rows)].unsqueeze(-1).float()
-            x = (x * m).sum(1) / m.sum(1)
+            keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
+            x = x.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
         x = x.double().numpy()
         x = (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
         est = LocalOutlierFactor(n_neighbors=min(35, len(rows) - 1))
@@ -399,7 +406,12 @@ def fit_detector(
     distinct: list[Any] = []
     if truth_col is not None:
         gvals, distinct = group_values(frame, truth_col)
-        if len(distinct) < 2:
+        if not distinct and truth_col != eval_group:
+            # mode none with an all-empty --group (as auto's message suggests): nothing to measure
+            truth_col, gvals = None, np.full(n, None, dtype=object)
+        elif not distinct:
+            raise errors.DataError(f"--eval-group {truth_col!r}: all {n} values are missing")
+        elif len(distinct) < 2:
             raise errors.DataError(
                 f"sensitive column {truth_col!r} has one value only ({distinct[0]!r}); need at least two"
             )

@@ -91,6 +91,14 @@ def normalize_values(raw: Sequence[Any]) -> list[Any]:
     number is integral.  Otherwise values are left as they are.
     """
     vals = [v.item() if isinstance(v, np.generic) else v for v in raw]
+    texts = [v for v in vals if isinstance(v, str)]
+    if texts and len(texts) < len(vals):
+        # Text next to numbers (a text label column, a float prediction column):
+        # the text joins the numbers when every text value reads as one.
+        parsed = iter(normalize_values(texts))
+        as_numbers = [next(parsed) if isinstance(v, str) else v for v in vals]
+        if all(isinstance(v, bool | int | float) for v in as_numbers):
+            vals = as_numbers
     if vals and all(isinstance(v, str) for v in vals):
         stripped = [v.strip() for v in vals]
         try:
@@ -148,70 +156,133 @@ class _Vocab:
 _NUMPY_TYPES = {
     "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
     "uint8": np.uint8, "uint16": np.uint16, "uint32": np.uint32, "uint64": np.uint64,
-    "float": np.float32, "double": np.float64,
+    "halffloat": np.float16, "float": np.float32, "double": np.float64,
 }
 
 
-def numpy_view(arr: Any) -> np.ndarray:
-    """A read-only numpy view of a null-free, fixed-width pyarrow array (ints, floats).
+def numpy_view(arr: Any, nulls_ok: bool = False) -> np.ndarray:
+    """A read-only numpy view of the data of a fixed-width pyarrow array (ints, floats).
+
+    Slots under nulls hold arbitrary values; pass ``nulls_ok=True`` to accept that.
 
     ``pyarrow.Array.to_numpy`` goes through pyarrow's pandas conversion layer,
     which imports pandas (~0.35 s) even for zero-copy views; viewing the data
     buffer directly keeps the audit path free of pandas.
     """
     dtype = np.dtype(_NUMPY_TYPES[str(arr.type)])
-    if arr.null_count:
+    if arr.null_count and not nulls_ok:
         raise ValueError("numpy_view needs an array without nulls")
-    return np.frombuffer(arr.buffers()[1], dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
+    data = arr.buffers()[1]
+    if len(arr) == 0 or data is None:
+        return np.zeros(len(arr), dtype=dtype)
+    return np.frombuffer(data, dtype=dtype, count=len(arr), offset=arr.offset * dtype.itemsize)
 
 
-def _bool_mask(arr: Any) -> np.ndarray:
-    """A numpy bool array from a null-free pyarrow BooleanArray (bit-packed in Arrow)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def _valid_mask(arr: Any) -> np.ndarray | None:
+    """Boolean mask of the non-null slots of a pyarrow array (None when it has no nulls).
 
-    return numpy_view(pc.cast(arr, pa.uint8())).view(bool)
+    Unpacks Arrow's validity bitmap with numpy instead of ``pyarrow.compute``, whose
+    import alone costs more than auditing a small file.
+    """
+    if not arr.null_count:
+        return None
+    bitmap = arr.buffers()[0]
+    if bitmap is None:  # e.g. a null-typed array: every slot is null
+        return np.zeros(len(arr), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little",
+                         count=arr.offset + len(arr))
+    return bits[arr.offset :].view(bool)
 
 
 def float_values(arr: Any) -> np.ndarray:
-    """float64 numpy values of a numeric pyarrow array, NaN where it is null."""
+    """float64 numpy values of a numeric pyarrow array (ints, floats, decimals), NaN where null.
+
+    The same numbers as ``np.asarray(arr.to_numpy(zero_copy_only=False), np.float64)``
+    without pyarrow's pandas layer.
+    """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if arr.type != pa.float64():
-        arr = pc.cast(arr, pa.float64())
-    if arr.null_count:
-        arr = arr.fill_null(float("nan"))
-    return numpy_view(arr)
+    if pa.types.is_decimal(arr.type):
+        return np.array([np.nan if v is None else float(v) for v in arr.to_pylist()], dtype=np.float64)
+    values = numpy_view(arr, nulls_ok=True)
+    if values.dtype != np.float64:
+        values = values.astype(np.float64)
+    valid = _valid_mask(arr)
+    if valid is not None:
+        values = np.where(valid, values, np.nan)
+    return values
+
+
+# Integer columns whose values span at most this many consecutive integers are coded
+# with numpy (offset, bincount, lookup table) instead of a hash-based dictionary_encode.
+_INT_SPAN = 1 << 16
+
+
+def _encode_small_ints(arr: Any, vocab: _Vocab) -> np.ndarray | None:
+    """Codes of a null-free integer array with a small value range; None when the range is wide."""
+    values = numpy_view(arr)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = int(values.min()), int(values.max())
+    span = hi - lo + 1
+    if span > _INT_SPAN:
+        return None
+    shifted = values if lo == 0 and values.dtype == np.int64 else np.subtract(values, lo, dtype=np.int64)
+    if span <= 2:  # min and max are both present: no need to count (binary labels)
+        present = np.arange(span)
+    else:
+        present = np.flatnonzero(np.bincount(shifted, minlength=span))
+    codes = vocab.codes_for([lo + int(i) for i in present])
+    if lo == 0 and present.size == span and np.array_equal(codes, present):
+        return shifted  # the values are their own codes: no lookup needed
+    lut = np.zeros(span, dtype=np.int64)
+    lut[present] = codes
+    return lut[shifted]
 
 
 def encode(arr: Any, vocab: _Vocab) -> tuple[np.ndarray, np.ndarray | None]:
-    """Codes (int64) of a pyarrow array in ``vocab``, and a boolean mask of missing rows.
+    """Codes of a pyarrow array in ``vocab``, and a boolean mask of missing rows.
 
-    NaN counts as missing for float columns.
+    The codes are an integer array: int64, or the dictionary's own indices (int32,
+    usually) when they already are the codes.  When no row is missing it may be a
+    read-only view of the Arrow data (copy it before writing to it); when rows are
+    missing it is a fresh int64 array.  NaN counts as missing
+    for float columns.  Dictionary-encoded columns (how tables.py reads group and
+    label columns) and null-free integer columns are coded with numpy alone, in a
+    few vectorised passes; other columns are dictionary-encoded by pyarrow first.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
-    if not pa.types.is_dictionary(arr.type):
-        if pa.types.is_floating(arr.type):
-            arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+    typ = arr.type
+    if (
+        pa.types.is_integer(typ)
+        and not pa.types.is_uint64(typ)
+        and not arr.null_count
+    ):
+        codes = _encode_small_ints(arr, vocab)
+        if codes is not None:
+            return codes, None
+    if not pa.types.is_dictionary(typ):
+        import pyarrow.compute as pc
+
+        if pa.types.is_floating(typ):
+            arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, typ), arr)
         arr = pc.dictionary_encode(arr)
-    dictionary = arr.dictionary.to_pylist()
-    mapping = vocab.codes_for(dictionary)
+    mapping = vocab.codes_for(arr.dictionary.to_pylist())
     idx = arr.indices
-    missing = None
-    if idx.null_count:
-        missing = _bool_mask(pc.is_null(idx))
-        idx = idx.fill_null(0)
-    # Zero-copy views only: pyarrow's copying ``to_numpy`` imports pandas (~0.35 s).
-    local = numpy_view(idx)
+    local = numpy_view(idx, nulls_ok=True)
+    valid = _valid_mask(idx)
+    missing = None if valid is None else ~valid
     if len(mapping) == 0:
         return np.zeros(len(local), dtype=np.int64), missing
+    if missing is not None:
+        local = np.where(valid, local, 0)  # slots under nulls hold arbitrary values
+    elif np.array_equal(mapping, np.arange(len(mapping))):
+        return local, None  # the dictionary indices are the codes already
     return mapping[local], missing
 
 
@@ -237,8 +308,10 @@ class CountAccumulator:
             return
         shape = [len(v) for v in self.group_vocabs] + [len(self.label_vocab), len(self.pred_vocab)]
         shape = [max(s, 1) for s in shape]
-        key = np.zeros(len(y), dtype=np.int64)
-        for codes, size in zip([*group_codes, y, p], shape, strict=True):
+        # One combined int64 key per row (row-major over ``shape``), built in place.
+        columns = [*group_codes, y, p]
+        key = np.array(columns[0], dtype=np.int64)  # a fresh, writable copy
+        for codes, size in zip(columns[1:], shape[1:], strict=True):
             key *= size
             key += codes
         total = int(np.prod(shape, dtype=np.int64))

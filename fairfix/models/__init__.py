@@ -25,8 +25,9 @@ def load_model(
     features: Sequence[str] | None = None,
     text_column: str | None = None,
     classes: Sequence[Any] | None = None,
+    base: str | Path | None = None,
 ) -> Model:
-    """Load a model of any supported kind.
+    """Load a model of any supported kind (a FairNet bundle loads its base too; ``base`` overrides its path).
 
     Raises
     ------
@@ -44,6 +45,10 @@ def load_model(
         return load_factory_model(p, factory, features=features, classes=classes)
     if p.is_dir() and (p / MANIFEST).is_file():
         manifest = read_manifest(p)
+        if manifest["kind"] == "bundle":
+            from fairfix.correct.bundle import load_bundle
+
+            return load_bundle(p, manifest, base_path=base)
         if manifest["kind"] != "model":
             raise errors.ModelError(f"{p}: is a fairfix {manifest['kind']}, not a model")
         mk = manifest.get("model_kind")

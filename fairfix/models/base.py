@@ -105,6 +105,18 @@ class Model(ABC):
         """Names of every ``nn.Linear`` in the module, in registration order."""
         return [n for n, m in self.module.named_modules() if isinstance(m, nn.Linear)]
 
+    @property
+    def head_layer(self) -> str:
+        """The classification head: its input is the final representation (the last Linear)."""
+        linear = self.linear_layers()
+        if not linear:
+            raise errors.ModelError("model has no linear layer to use as its head")
+        return linear[-1]
+
+    def predict_with_extras(self, frame: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Probabilities and extra per-row outputs (a corrected model adds ``risk``, ``corrected``)."""
+        return self.predict_proba(frame), {}
+
     def layer_names(self) -> list[str]:
         """Names a representation can be taken from (every named submodule)."""
         return [n for n, _ in self.module.named_modules() if n]

@@ -30,8 +30,10 @@ def iter_predictions(
     categorical: Sequence[str] = (),
     batch_rows: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
-) -> Iterator[tuple[Any, np.ndarray]]:
-    """Yield ``(record batch, class probabilities (B, C))`` over the whole table.
+) -> Iterator[tuple[Any, np.ndarray, dict[str, np.ndarray]]]:
+    """Yield ``(record batch, class probabilities (B, C), extra outputs)`` over the whole table.
+
+    Extra outputs are per-row arrays such as a corrected model's ``risk`` and ``corrected``.
 
     The batch holds the model's input columns and ``extra_columns``.
     """
@@ -50,11 +52,11 @@ def iter_predictions(
         if batch.num_rows == 0:
             continue
         try:
-            proba = model.predict_proba(frame_of(batch, model.input_columns))
+            proba, extras = model.predict_with_extras(frame_of(batch, model.input_columns))
         except errors.FairfixError as exc:
             raise type(exc)(f"{table.name}: {exc}") from exc
         done += batch.num_rows
-        yield batch, proba
+        yield batch, proba, extras
         if progress is not None:
             progress(done, table.num_rows)
 

@@ -1,0 +1,49 @@
+"""``fairfix compare``: two audits side by side; gates on deltas."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fairfix.cli import _output
+from fairfix.cli._errors import EXIT_GATE, handle_errors
+from fairfix.report.render import Format
+
+
+@handle_errors
+def compare(
+    before: Annotated[Path, typer.Argument(help="fairfix.audit/1 JSON of the base model.")],
+    after: Annotated[Path, typer.Argument(help="fairfix.audit/1 JSON of the corrected model.")],
+    fail_on: Annotated[list[str] | None, typer.Option("--fail-on", help="Exit 1 when e.g. 'delta.worst_group_accuracy<0' holds (delta./before./after. KEY).")] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", help="Output format.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to FILE atomically.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
+) -> None:
+    """Compare two audits (fairfix.compare/1); exit 1 when a --fail-on gate trips."""
+    from fairfix import errors
+    from fairfix.report.compare import build_compare
+
+    docs = []
+    for p in (before, after):
+        if not p.is_file():
+            raise errors.DataError(errors.MISSING_FILE.format(path=p))
+        try:
+            docs.append(json.loads(p.read_text()))
+        except (OSError, ValueError) as exc:
+            raise errors.DataError(f"{p}: not JSON ({exc})") from exc
+    for p, d in zip((before, after), docs, strict=True):
+        if not isinstance(d, dict) or d.get("schema") != "fairfix.audit/1":
+            raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {d.get('schema') if isinstance(d, dict) else None!r})")
+    doc = build_compare(docs[0], docs[1], fail_on=fail_on or ())
+    _output.emit_compare(doc, fmt, output, force)
+    tripped = [g for g in doc["gates"] if g["tripped"]]
+    for g in doc["gates"]:
+        if g["tripped"]:
+            _output.error(f"gate tripped: {g['expr']} (value {g['value']:.4g})")
+        elif g["insufficient_evidence"]:
+            _output.warn(f"gate passed without sufficient evidence: {g['expr']}: {'; '.join(g.get('reasons', []))}")
+    if tripped:
+        raise typer.Exit(EXIT_GATE)

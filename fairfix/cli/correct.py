@@ -1,0 +1,97 @@
+"""``fairfix correct``: FairNet's contrastive conditional LoRA with the no-loss guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fairfix.cli import _model, _output
+from fairfix.cli._errors import handle_errors
+from fairfix.report.render import Format
+
+
+@handle_errors
+def correct(
+    data: Annotated[str, typer.Argument(help="Training table (CSV, Parquet, JSON Lines, -, adult:train).")],
+    model: Annotated[str, typer.Option("--model", help="Base model directory.")],
+    label: Annotated[str, typer.Option("--label", help="Label column.")],
+    group: Annotated[str, typer.Option("--group", help="Sensitive column.")],
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
+    detector: Annotated[Path | None, typer.Option("--detector", help="Detector directory from `fairfix detect` (default: fit one).")] = None,
+    minority: Annotated[list[str] | None, typer.Option("--minority", help="Disadvantaged group value (repeatable; default: worst cell's group).")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="Detector label mode when fitting one: auto, full, partial, none.")] = "auto",
+    rank: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 8,
+    alpha: Annotated[float, typer.Option("--alpha", help="LoRA alpha.")] = 16.0,
+    dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.0,
+    targets: Annotated[str | None, typer.Option("--targets", help="Comma-separated linear layers to adapt (default: those after the tap).")] = None,
+    margin: Annotated[float, typer.Option("--margin", help="Triplet loss margin.")] = 0.5,
+    distance: Annotated[str, typer.Option("--distance", help="euclidean or cosine.")] = "euclidean",
+    ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the cross-entropy term beside the contrastive one.")] = 1.0,
+    train_on: Annotated[str, typer.Option("--train-on", help="Rows the adapter trains on: flagged (by the detector) or minority.")] = "flagged",
+    epochs: Annotated[int, typer.Option("--epochs", help="Adapter training epochs (each is a candidate for the guard).")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 256,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate of the adapter.")] = 2e-3,
+    tau: Annotated[str, typer.Option("--tau", help="auto (swept on validation) or a risk threshold in [0, 1].")] = "auto",
+    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Guard: accuracy may fall at most this much below the base's.")] = 0.0,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA held out to choose epoch and tau.")] = 0.2,
+    eval_data: Annotated[str | None, typer.Option("--eval", help="Table for the before/after audits (default: the validation split).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of splits and training.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last completed epoch.")] = False,
+    input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", help="Output format of the comparison.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the comparison to FILE atomically.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out / --output if they exist.")] = False,
+) -> None:
+    """Train a FairNet adapter and write a bundle; prints fairfix.compare/1 (before vs after)."""
+    from fairfix import errors
+    from fairfix.correct.bundle import save_bundle
+    from fairfix.correct.fairnet import CorrectConfig
+    from fairfix.correct.run import correct as run_correct
+    from fairfix.detect.fit import DetectorConfig
+
+    if out.exists() and not force:
+        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
+    if output is not None:
+        from fairfix.report.io import check_writable
+
+        check_writable(output, force)
+    if tau == "auto":
+        tau_value = None
+    else:
+        try:
+            tau_value = float(tau)
+        except ValueError:
+            raise errors.UsageError(f"--tau {tau!r}: expected 'auto' or a number in [0, 1]") from None
+    config = CorrectConfig(rank=rank, alpha=alpha, dropout=dropout, targets=_model.split_columns(targets),
+                           margin=margin, distance=distance, ce_weight=ce_weight, train_on=train_on,
+                           epochs=epochs, batch_size=batch_size, lr=lr, tau=tau_value,
+                           max_accuracy_drop=max_accuracy_drop, val_fraction=val_fraction, seed=seed)
+    base = _model.load(model, None, None, None)
+    checkpoint = out.parent / f".{out.name}.checkpoint"
+    if resume and not checkpoint.is_dir():
+        raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")
+    with _output.StageProgress() as progress:
+        corrected, result = run_correct(
+            data, base, label=label, group=group, minority=minority,
+            detector=str(detector) if detector is not None else None,
+            detector_config=DetectorConfig(mode=mode, seed=seed), config=config, eval_data=eval_data,
+            input_format=input_format, progress=progress, checkpoint=checkpoint, resume=resume)
+    save_bundle(out, corrected, result["record"], force=force,
+                reports={"before": result["before"], "after": result["after"], "compare": result["compare"]},
+                extra_config={"label": label, "group": group})
+    import shutil
+
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    doc = result["compare"]
+    if not corrected.enabled:
+        _output.warn("no setting passed the no-loss guard: the bundle ships with the adapter disabled "
+                     "(outputs equal the base model's)")
+    else:
+        ch = doc["chosen"]
+        _output.note(f"chose epoch {ch['epoch']}, tau {ch['tau']:.2f}: validation accuracy "
+                     f"{ch['accuracy']:.4f} (base {doc['base_validation']['accuracy']:.4f}), worst-group "
+                     f"{ch['worst_group_accuracy']:.4f} (base {doc['base_validation']['worst_group_accuracy']:.4f})")
+    _output.note(f"wrote bundle {out}")
+    _output.emit_compare(doc, fmt, output, force)

@@ -1,0 +1,97 @@
+"""Bundles: a base model reference, a PEFT adapter, a detector, prototypes, tau and reports.
+
+Layout of a bundle directory (DESIGN.md section 5)::
+
+    fairfix.json                 manifest: kind "bundle", base path + sha256, tau, sweep, choice
+    adapter/adapter_config.json  PEFT's own format, loadable with PeftModel.from_pretrained
+    adapter/adapter_model.safetensors
+    detector/fairfix.json, detector/detector.safetensors
+    prototypes.safetensors       cells (C, 2, D), counts (C, 2), majority (C, D)
+    before.json, after.json      fairfix.audit/1 of the base and of the corrected model
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fairfix import errors
+
+SCHEMA = "fairfix.bundle/1"
+
+
+def save_bundle(out: str | Path, corrected: Any, record: dict[str, Any], *, reports: dict[str, Any],
+                extra_config: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
+    """Write ``corrected`` (a :class:`~fairfix.correct.fairnet.CorrectedModel`) as a bundle directory."""
+    from safetensors.torch import save_file
+
+    from fairfix.artifacts import write_artifact
+
+    def write(tmp: Path) -> None:
+        corrected.peft_model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
+        corrected.detector.save(tmp / "detector")
+        save_file({k: v.contiguous().float() if v.is_floating_point() else v.contiguous()
+                   for k, v in corrected.prototypes.items()}, str(tmp / "prototypes.safetensors"))
+        for name, rep in reports.items():
+            (tmp / f"{name}.json").write_text(json.dumps(rep, indent=2, allow_nan=False) + "\n")
+
+    base = corrected.base
+    return write_artifact(
+        out, kind="bundle", schema=SCHEMA, write_files=write, force=force,
+        config={**record["config"], **(extra_config or {})},
+        extra={
+            "base_model": {"path": str(base.path) if base.path else None, "sha256": base.digest,
+                           "kind": base.kind},
+            "tap_layer": corrected.tap_layer,
+            "tau": corrected.tau,
+            "adapter_enabled": corrected.enabled,
+            "targets": record["targets"],
+            "classes": base.classes,
+            "positive": base.positive,
+            "guard": record["guard"],
+            "chosen": record["chosen"],
+            "base_validation": record["base_validation"],
+            "sweep": record["sweep"],
+        },
+    )
+
+
+def load_bundle(path: str | Path, manifest: dict[str, Any], *, base_path: str | Path | None = None) -> Any:
+    """Load a bundle whose manifest was verified; refuse a base whose sha256 differs."""
+    from peft import PeftModel
+
+    from fairfix.correct.fairnet import CorrectedModel
+    from fairfix.correct.gating import ADAPTER
+    from fairfix.detect.fit import load_detector
+    from fairfix.models import load_model
+    from fairfix.models.base import load_safetensors
+
+    p = Path(path)
+    ref = manifest.get("base_model", {})
+    bp = Path(base_path) if base_path is not None else (Path(ref["path"]) if ref.get("path") else None)
+    if bp is None:
+        raise errors.ModelError(f"{p}: the bundle does not say where its base model is; pass --base PATH")
+    if not bp.is_absolute() and not bp.exists() and (p.parent / bp).exists():
+        bp = p.parent / bp
+    base = load_model(bp)
+    if ref.get("sha256") and base.digest != ref["sha256"]:
+        raise errors.ModelError(
+            f"{p}: base model {bp} has sha256 {str(base.digest)[:12]}..., the bundle was made for "
+            f"{ref['sha256'][:12]}...; refusing a different base"
+        )
+    detector = load_detector(p / "detector", base)
+    try:
+        peft_model = PeftModel.from_pretrained(base.module, str(p / "adapter"), adapter_name=ADAPTER)
+    except Exception as exc:  # peft raises many types for a bad adapter folder
+        raise errors.ModelError(f"{p / 'adapter'}: cannot load the PEFT adapter ({exc})") from exc
+    peft_model.eval()
+    base.module = peft_model.base_model.model
+    protos = load_safetensors(p / "prototypes.safetensors")
+    return CorrectedModel(base, peft_model, detector, tau=manifest.get("tau"),
+                          enabled=bool(manifest.get("adapter_enabled")), tap_layer=manifest["tap_layer"],
+                          prototypes={k: torch.as_tensor(v) for k, v in protos.items()},
+                          info={"targets": manifest.get("targets", [])}, path=p,
+                          digest=manifest.get("digest"), manifest=manifest)

@@ -1,0 +1,362 @@
+"""Any torch module built by a user factory, with a state dict, reading numeric columns.
+
+``--factory package.module:function`` names a function that takes no arguments
+and returns an ``nn.Module``; fairfix builds it, loads the weights into it
+(keys and shapes must match exactly) and feeds it a ``(B, F)`` float32 tensor of
+the ``--features`` columns.  The module returns logits ``(B, C)``; a single logit
+``(B, 1)`` or ``(B,)`` is read as a binary model (classes 0 and 1, probability
+of 1 = sigmoid of the logit).
+
+Weights are read from safetensors.  A torch ``.pt``/``.pth``/``.bin`` state dict
+is accepted too, but only through ``torch.load(weights_only=True)``, which
+refuses anything but tensors and plain containers: fairfix never unpickles
+arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fairfix import errors
+from fairfix.models.base import Model, check_state_dict, load_safetensors
+
+KIND = "factory"
+SCHEMA = "fairfix.model/1"
+WEIGHTS = "model.safetensors"
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+class FactoryModel(Model):
+    """A user module over numeric columns.
+
+    Parameters
+    ----------
+    module
+        The module the factory built, with its weights loaded.
+    factory
+        ``package.module:function`` (recorded when saving).
+    features
+        Input columns, in the order of the module's input vector.
+    classes, positive
+        Label values in logit order, and the positive label of a binary model.
+    single_logit
+        The module returns one logit per row (binary); ``forward`` turns it
+        into the two logits ``[0, z]``.
+    """
+
+    kind = KIND
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        factory: str,
+        features: Sequence[str],
+        classes: Sequence[Any],
+        positive: Any,
+        single_logit: bool = False,
+        **kw: Any,
+    ):
+        super().__init__(module, classes, positive, features, **kw)
+        self.factory = factory
+        self.features = list(features)
+        self.single_logit = single_logit
+
+    def encode(self, frame: Any) -> dict[str, torch.Tensor]:
+        """``{"x": (B, F) float32}`` from the feature columns.
+
+        Raises
+        ------
+        fairfix.errors.DataError
+            A missing column, or a value that is not a number or is empty.
+        """
+        return {"x": torch.from_numpy(numeric_matrix(frame, self.features))}
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits ``(B, C)``."""
+        x = inputs["x"].to(_param_dtype(self.module))  # (B, F)
+        logits = _as_logits(self.module(x))
+        if logits.dim() == 1:  # (B,) -> (B, 1)
+            logits = logits.unsqueeze(-1)
+        if self.single_logit:  # (B, 1) -> (B, 2): softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]
+            logits = torch.cat([torch.zeros_like(logits), logits], dim=-1)
+        return logits
+
+    @property
+    def default_tap_layer(self) -> str:
+        """The first linear layer's output when there are two or more linear layers, else ``""``."""
+        linears = self.linear_layers()
+        return linears[0] if len(linears) >= 2 else ""
+
+    @property
+    def default_lora_targets(self) -> list[str]:
+        """Linear layers after the tap except the last (the head); else all but the last."""
+        linears = self.linear_layers()
+        return linears[1:-1] or linears[:-1]
+
+    def save(
+        self,
+        out: str | Path,
+        *,
+        config: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Write a fairfix model directory (manifest + ``model.safetensors``).
+
+        Returns the manifest.
+        """
+        from safetensors.torch import save_file
+
+        from fairfix.artifacts import write_artifact
+
+        def write(tmp: Path) -> None:
+            state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+
+        config = {**(config or {}), "factory": self.factory, "features": self.features}
+        return write_artifact(
+            out, kind="model", schema=SCHEMA, write_files=write, force=force,
+            config=config,
+            extra={
+                "model_kind": self.kind,
+                "classes": self.classes,
+                "positive": self.positive,
+                "single_logit": self.single_logit,
+                "training": training or {},
+            },
+        )
+
+
+def numeric_matrix(frame: Any, features: Sequence[str]) -> np.ndarray:
+    """``(B, F)`` float32 matrix of numeric columns; DataError naming a bad column."""
+    out = np.empty((len(frame), len(features)), dtype=np.float32)
+    for j, col in enumerate(features):
+        if col not in frame.columns:
+            shown = ", ".join(map(str, list(frame.columns)[:30]))
+            raise errors.DataError(f"no feature column {col!r}; columns are: {shown}")
+        try:
+            x = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as exc:
+            raise errors.DataError(
+                f"column {col!r}: the model expects numbers ({' '.join(str(exc).split())})"
+            ) from exc
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise errors.DataError(
+                f"column {col!r} has {int(bad.sum())} empty or non-finite value(s) "
+                f"(first at row {first}); the model needs a number in every row"
+            )
+        out[:, j] = x
+    return out
+
+
+def _as_logits(out: Any) -> torch.Tensor:
+    """The logits tensor of a module's output (a tensor, a tuple's first item, or ``.logits``)."""
+    if isinstance(out, tuple | list) and out:
+        out = out[0]
+    if not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+        out = out.logits
+    if not isinstance(out, torch.Tensor):
+        raise errors.ModelError(f"the factory's module returned {type(out).__name__}, not a tensor")
+    return out
+
+
+def _param_dtype(module: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def import_factory(factory: str) -> nn.Module:
+    """Build the module named by ``package.module:function`` (called without arguments).
+
+    The working directory is searched last (after installed packages), so a
+    ``models.py`` next to the data can be named without installing it.
+    """
+    mod_name, sep, func_name = factory.partition(":")
+    if not sep or not mod_name or not func_name:
+        raise errors.ModelError(
+            f"--factory {factory!r}: expected package.module:function, e.g. mypkg.nets:make_mlp"
+        )
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        obj: Any = importlib.import_module(mod_name)
+        for part in func_name.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise errors.ModelError(f"cannot import factory {factory!r}: {exc}") from exc
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+    if not callable(obj):
+        raise errors.ModelError(f"factory {factory!r} is a {type(obj).__name__}, not a function")
+    try:
+        module = obj()
+    except Exception as exc:  # user code: any failure is a model that cannot be built
+        raise errors.ModelError(
+            f"factory {factory!r} failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from exc
+    if not isinstance(module, nn.Module):
+        raise errors.ModelError(
+            f"factory {factory!r} returned {type(module).__name__}, not a torch nn.Module"
+        )
+    return module
+
+
+def load_state(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict: safetensors, or ``.pt``/``.pth``/``.bin`` with ``weights_only=True``.
+
+    ``torch.load(weights_only=True)`` only rebuilds tensors and plain
+    containers, never arbitrary pickled objects.
+    """
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    if path.suffix not in PICKLE_SUFFIXES:
+        raise errors.ModelError(
+            f"{path}: expected a .safetensors state dict (or {'/'.join(PICKLE_SUFFIXES)} "
+            "read with weights_only=True)"
+        )
+    if not path.is_file():
+        raise errors.ModelError(f"{path}: no such weights file")
+    import pickle
+
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise errors.ModelError(
+            f"{path}: not a state dict torch can read with weights_only=True "
+            f"({' '.join(str(exc).split())[:300]})"
+        ) from exc
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise errors.ModelError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return state
+
+
+def load_factory_model(
+    path: str | Path,
+    factory: str,
+    *,
+    features: Sequence[str] | str | None = None,
+    classes: Sequence[Any] | None = None,
+    manifest: dict[str, Any] | None = None,
+) -> FactoryModel:
+    """Build the factory's module and load a state dict into it.
+
+    Parameters
+    ----------
+    path
+        A state dict file (``.safetensors``; ``.pt``/``.pth``/``.bin`` are read
+        with ``torch.load(weights_only=True)``), or a fairfix model directory
+        saved by :meth:`FactoryModel.save`.
+    factory
+        ``package.module:function`` returning an ``nn.Module``.
+    features
+        Numeric input columns (required unless the manifest records them).
+    classes
+        Label values in logit order; default ``0 .. C-1`` (C found by running
+        the module on zero rows), or the manifest's.
+    manifest
+        The verified manifest of a fairfix directory (read here when absent).
+
+    Raises
+    ------
+    fairfix.errors.ModelError
+        The factory does not import or build a module, the weights do not match
+        it, or it does not run on ``len(features)`` inputs.
+    """
+    from fairfix.artifacts import MANIFEST, read_manifest
+    from fairfix.metrics.counts import normalize_values
+
+    path = Path(path)
+    recorded: dict[str, Any] = {}
+    if path.is_dir():
+        if manifest is None and (path / MANIFEST).is_file():
+            manifest = read_manifest(path)
+        if manifest is None:
+            raise errors.ModelError(
+                f"{path}: is a directory without {MANIFEST}; --factory needs a state dict file "
+                "(.safetensors)"
+            )
+    if manifest is not None:
+        if manifest.get("model_kind") != KIND:
+            raise errors.ModelError(
+                f"{path}: manifest model_kind is {manifest.get('model_kind')!r}, not {KIND!r}"
+            )
+        recorded = {**manifest.get("config", {}), **manifest}
+    if isinstance(features, str):
+        features = [c.strip() for c in features.split(",") if c.strip()]
+    features = list(features or recorded.get("features") or [])
+    if not features:
+        raise errors.ModelError(f"{path}: a factory model needs --features COL,...")
+    module = import_factory(factory)
+    weights = path / WEIGHTS if path.is_dir() else path
+    state = load_state(weights)
+    check_state_dict(module, state, str(weights))
+    module.load_state_dict(state)
+    module.eval()
+    n_out = _output_width(module, len(features), factory)
+    single = n_out == 1
+    if classes is None:
+        classes = recorded.get("classes") or list(range(2 if single else n_out))
+    classes = normalize_values(list(classes))
+    n_cls = 2 if single else n_out
+    if len(classes) != n_cls:
+        raise errors.ModelError(
+            f"{path}: {len(classes)} classes given ({', '.join(map(repr, classes))}) but the "
+            f"module has {n_out} output(s)" + (" (one logit: binary)" if single else "")
+        )
+    if len(set(classes)) != len(classes):
+        raise errors.ModelError(f"{path}: repeated class values: {classes}")
+    if "positive" in recorded and recorded.get("classes") == classes:
+        positive = recorded["positive"]
+    else:
+        from fairfix._audit import choose_positive
+
+        positive = choose_positive(classes)[0] if n_cls == 2 else None
+    digest = manifest.get("digest") if manifest is not None else _file_digest(weights)
+    return FactoryModel(module, factory=factory, features=features, classes=classes,
+                        positive=positive, single_logit=single, path=path, digest=digest,
+                        manifest=manifest)
+
+
+def _output_width(module: nn.Module, n_features: int, factory: str) -> int:
+    """Logit count of the module (1 for a squeezed ``(B,)``), from a dry pass on two zero rows."""
+    x = torch.zeros(2, n_features, dtype=_param_dtype(module))
+    try:
+        with torch.no_grad():
+            out = _as_logits(module(x))
+    except errors.ModelError:
+        raise
+    except Exception as exc:  # user code: any failure means these inputs do not fit
+        raise errors.ModelError(
+            f"factory {factory!r}: the module does not run on {n_features} input column(s) "
+            f"(the --features count): {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        ) from exc
+    if out.dim() == 1 and out.shape[0] == 2:
+        return 1
+    if out.dim() != 2 or out.shape[0] != 2 or out.shape[1] < 1:
+        raise errors.ModelError(
+            f"factory {factory!r}: the module returns shape {tuple(out.shape)} for 2 rows; "
+            "expected logits (B, C)"
+        )
+    return int(out.shape[1])
+
+
+def _file_digest(path: Path) -> str:
+    from fairfix.artifacts import digest, sha256_file
+
+    return digest({"files": {path.name: sha256_file(path)}})

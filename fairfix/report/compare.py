@@ -1,0 +1,144 @@
+"""``fairfix.compare/1``: two audits side by side, with deltas and gates on them."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from fairfix import __version__, errors
+from fairfix.metrics.gates import evaluate, parse_gate
+from fairfix.metrics.rates import SUMMARY_METRICS
+from fairfix.report.render import SUMMARY_LABELS, Format, fmt_num
+
+SCHEMA = "fairfix.compare/1"
+GROUP_KEYS = ("accuracy", "tpr", "fpr", "selection_rate")
+
+
+def gate_metrics() -> list[str]:
+    """Keys a compare gate may name: ``delta.KEY``, ``before.KEY``, ``after.KEY``."""
+    return [f"{p}.{k}" for p in ("delta", "after", "before") for k in SUMMARY_METRICS]
+
+
+def _delta(a: Any, b: Any) -> float | None:
+    if a is None or b is None:
+        return None
+    return float(b) - float(a)
+
+
+def _check_audit(doc: Any, name: str) -> dict[str, Any]:
+    if not isinstance(doc, dict) or doc.get("schema") != "fairfix.audit/1":
+        raise errors.DataError(f"{name}: not a fairfix.audit/1 JSON document")
+    return doc
+
+
+def build_compare(before: dict[str, Any], after: dict[str, Any], *, fail_on: Sequence[str] = (),
+                  detector: dict[str, Any] | None = None, tau: Any = None,
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The comparison document; gates are evaluated on ``delta.*``/``before.*``/``after.*`` values."""
+    _check_audit(before, "BEFORE")
+    _check_audit(after, "AFTER")
+    if before.get("group_columns") != after.get("group_columns"):
+        raise errors.DataError(
+            f"the audits group by different columns: {before.get('group_columns')} vs {after.get('group_columns')}"
+        )
+    gates = [parse_gate(e, gate_metrics()) for e in fail_on]
+    delta = {k: _delta(before["summary"].get(k), after["summary"].get(k)) for k in SUMMARY_METRICS}
+    after_groups = {json.dumps(g["group"], sort_keys=True): g for g in after["groups"]}
+    groups = []
+    for g in before["groups"]:
+        a = after_groups.get(json.dumps(g["group"], sort_keys=True), {})
+        groups.append({"group": g["group"], "n": g["n"],
+                       **{k: {"before": g.get(k), "after": a.get(k), "delta": _delta(g.get(k), a.get(k))}
+                          for k in GROUP_KEYS if k in g}})
+    values = {f"delta.{k}": v for k, v in delta.items()}
+    values.update({f"before.{k}": before["summary"].get(k) for k in SUMMARY_METRICS})
+    values.update({f"after.{k}": after["summary"].get(k) for k in SUMMARY_METRICS})
+    small = [", ".join(f"{k}={v}" for k, v in g["group"].items()) for g in after["groups"] if g.get("small")]
+    results = [evaluate(g, values, small_groups=small).to_dict() for g in gates]
+    return {
+        "schema": SCHEMA,
+        "fairfix_version": __version__,
+        "before": before,
+        "after": after,
+        "delta": delta,
+        "groups": groups,
+        "detector": detector,
+        "tau": tau,
+        **(extra or {}),
+        "gates": results,
+    }
+
+
+def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    return [(SUMMARY_LABELS[k], fmt_num(doc["before"]["summary"].get(k)), fmt_num(doc["after"]["summary"].get(k)),
+             _signed(doc["delta"].get(k))) for k in SUMMARY_METRICS]
+
+
+def _signed(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:+.3f}"
+
+
+def _group_name(g: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in g.items())
+
+
+def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str:
+    """The comparison as JSON, CSV (per group), Markdown, or Rich tables (drawn on ``console``)."""
+    if fmt is Format.json:
+        return json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n"
+    if fmt is Format.csv:
+        import csv
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["group", "n", *[f"{k}_{p}" for k in GROUP_KEYS for p in ("before", "after", "delta")]])
+        for g in doc["groups"]:
+            w.writerow([_group_name(g["group"]), g["n"],
+                        *["" if g.get(k, {}).get(p) is None else g[k][p] for k in GROUP_KEYS
+                          for p in ("before", "after", "delta")]])
+        return buf.getvalue()
+    if fmt is Format.markdown:
+        lines = ["| metric | before | after | delta |", "|---|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(doc)]
+        lines += ["", "| group | n | accuracy | TPR | FPR |", "|---|---|---|---|---|"]
+        for g in doc["groups"]:
+            cells = [f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
+                     for k in ("accuracy", "tpr", "fpr") if k in g]
+            lines.append(f"| {_group_name(g['group'])} | {g['n']} | " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+    from rich.table import Table
+
+    t = Table(title="summary: before -> after", title_justify="left")
+    for c in ("metric", "before", "after", "delta"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for row in _rows(doc):
+        t.add_row(*row)
+    console.print(t)
+    gt = Table(title="per group", title_justify="left")
+    gt.add_column("group")
+    gt.add_column("n", justify="right")
+    for k in ("accuracy", "TPR", "FPR"):
+        gt.add_column(k, justify="right")
+    for g in doc["groups"]:
+        gt.add_row(_group_name(g["group"]), str(g["n"]),
+                   *[f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
+                     for k in ("accuracy", "tpr", "fpr") if k in g])
+    console.print(gt)
+    det = doc.get("detector")
+    if det:
+        dt = Table(title=f"detector (tau {fmt_num(doc.get('tau'))})", title_justify="left")
+        for c in ("TPR", "FPR", "activation rate", "by group"):
+            dt.add_column(c, justify="right")
+        by = ", ".join(f"{k}: {fmt_num(v)}" for k, v in (det.get("activation_rate_by_group") or {}).items())
+        dt.add_row(fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")), by)
+        console.print(dt)
+    for gr in doc.get("gates", []):
+        state = "TRIPPED" if gr["tripped"] else ("passed (insufficient evidence)" if gr["insufficient_evidence"]
+                                                 else "passed")
+        console.print(f"gate {gr['expr']}: {fmt_num(gr['value'])} {state}")
+    return ""
