@@ -25,7 +25,10 @@ from fairfix.correct.loss import triplet_loss
 from fairfix.correct.prototypes import cell_means
 from fairfix.models.base import Model
 
-TAUS = tuple(round(t, 2) for t in np.linspace(0.05, 0.95, 19))
+TAUS = (*(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19)), 0.97, 0.99)
+#: Strengths of the adapter swept by the guard: the LoRA update is scaled by this factor
+#: (saved into the PEFT config as lora_alpha * strength, so PEFT tools load the same model).
+STRENGTHS = (0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass
@@ -44,6 +47,7 @@ class CorrectConfig:
     batch_size: int = 256
     lr: float = 2e-3
     tau: float | None = None
+    strengths: tuple[float, ...] = STRENGTHS
     max_accuracy_drop: float = 0.0
     val_fraction: float = 0.2
     seed: int = 0
@@ -57,6 +61,7 @@ class CorrectConfig:
             "distance": self.distance in ("euclidean", "cosine"),
             "train_on": self.train_on in ("minority", "flagged"),
             "tau": self.tau is None or 0 <= self.tau <= 1,
+            "strengths": len(self.strengths) >= 1 and all(0 < x <= 1 for x in self.strengths),
         }
         for name, ok in checks.items():
             if not ok:
@@ -177,6 +182,12 @@ def guard_metrics(pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_classes: int
             "equalized_odds_difference": float(s["equalized_odds_difference"])}
 
 
+def set_strength(module: torch.nn.Module, strength: float, alpha: float, rank: int) -> None:
+    """Scale every LoRA update of ``module`` to ``strength`` times its trained size."""
+    for layer in lora_layers(module):
+        layer.scaling[ADAPTER] = strength * alpha / rank
+
+
 def _lora_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items() if "lora_" in k}
 
@@ -290,18 +301,21 @@ def fit_fairnet(
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(ids)
-            # -- validation: adapter on for every row; gating by tau is applied afterwards
-            with torch.no_grad():
-                on = []
-                for s in range(0, len(y_val), dev_batch):
-                    on.append(work.forward(_index(val["inputs"], slice(s, s + dev_batch))).argmax(1).numpy())
-                adapted = np.concatenate(on)
+            # -- validation: adapter on for every row at each strength; gating by tau comes after
             taus = [config.tau] if config.tau is not None else list(TAUS)
-            for tau in taus:
-                flag = risk_val > tau
-                pred = np.where(flag, adapted, base_pred_val)
-                m = guard_metrics(pred, y_val, val["group"], n_classes, pos)
-                sweep.append({"epoch": epoch + 1, "tau": tau, "activation_rate": float(flag.mean()), **m})
+            for strength in config.strengths:
+                set_strength(work.module, strength, config.alpha, config.rank)
+                with torch.no_grad():
+                    on = [work.forward(_index(val["inputs"], slice(s, s + dev_batch))).argmax(1).numpy()
+                          for s in range(0, len(y_val), dev_batch)]
+                adapted = np.concatenate(on)
+                for tau in taus:
+                    flag = risk_val > tau
+                    pred = np.where(flag, adapted, base_pred_val)
+                    m = guard_metrics(pred, y_val, val["group"], n_classes, pos)
+                    sweep.append({"epoch": epoch + 1, "strength": strength, "tau": tau,
+                                  "activation_rate": float(flag.mean()), **m})
+            set_strength(work.module, 1.0, config.alpha, config.rank)
             states.append(_lora_state(work.module))
             history.append(total / len(perm))
             if checkpoint is not None:
@@ -319,6 +333,8 @@ def fit_fairnet(
     enabled = choice is not None
     if enabled:
         work.module.load_state_dict(states[choice["epoch"] - 1], strict=False)
+        set_strength(work.module, choice["strength"], config.alpha, config.rank)
+        peft_model.peft_config[ADAPTER].lora_alpha = config.alpha * choice["strength"]
     else:
         work.module.load_state_dict(states[-1], strict=False)
     corrected = CorrectedModel(work, peft_model, detector, tau=choice["tau"] if enabled else None,

@@ -205,7 +205,8 @@ def float_values(arr: Any) -> np.ndarray:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if pa.types.is_decimal(arr.type):
-        return np.array([np.nan if v is None else float(v) for v in arr.to_pylist()], dtype=np.float64)
+        decimals = [np.nan if v is None else float(v) for v in arr.to_pylist()]
+        return np.array(decimals, dtype=np.float64)
     values = numpy_view(arr, nulls_ok=True)
     if values.dtype != np.float64:
         values = values.astype(np.float64)
@@ -229,7 +230,10 @@ def _encode_small_ints(arr: Any, vocab: _Vocab) -> np.ndarray | None:
     span = hi - lo + 1
     if span > _INT_SPAN:
         return None
-    shifted = values if lo == 0 and values.dtype == np.int64 else np.subtract(values, lo, dtype=np.int64)
+    if lo == 0 and values.dtype == np.int64:
+        shifted = values
+    else:
+        shifted = np.subtract(values, lo, dtype=np.int64)
     if span <= 2:  # min and max are both present: no need to count (binary labels)
         present = np.arange(span)
     else:
@@ -279,7 +283,7 @@ def encode(arr: Any, vocab: _Vocab) -> tuple[np.ndarray, np.ndarray | None]:
     missing = None if valid is None else ~valid
     if len(mapping) == 0:
         return np.zeros(len(local), dtype=np.int64), missing
-    if missing is not None:
+    if valid is not None:
         local = np.where(valid, local, 0)  # slots under nulls hold arbitrary values
     elif np.array_equal(mapping, np.arange(len(mapping))):
         return local, None  # the dictionary indices are the codes already
@@ -372,14 +376,31 @@ def counts_from_arrays(
     """Confusion counts from in-memory arrays (numpy, lists or pandas objects).
 
     ``groups`` is a mapping ``{column name: values}`` or a single sequence of values.
+
+    Raises
+    ------
+    ValueError
+        The arrays differ in length, or one holds a missing value (None/NaN).
     """
     import pyarrow as pa
 
     if not isinstance(groups, dict):
         groups = {"group": groups}
     acc = CountAccumulator(list(groups))
-    gcodes = [encode(pa.array(np.asarray(v).tolist()), voc)[0] for v, voc in zip(groups.values(), acc.group_vocabs, strict=True)]
-    y, _ = encode(pa.array(np.asarray(y_true).tolist()), acc.label_vocab)
-    p, _ = encode(pa.array(np.asarray(y_pred).tolist()), acc.pred_vocab)
-    acc.add_codes(gcodes, y, p)
+    named = [
+        (f"group {k!r}", v, voc)
+        for (k, v), voc in zip(groups.items(), acc.group_vocabs, strict=True)
+    ]
+    named += [("y_true", y_true, acc.label_vocab), ("y_pred", y_pred, acc.pred_vocab)]
+    codes = []
+    for name, values, vocab in named:
+        c, missing = encode(pa.array(np.asarray(values).tolist()), vocab)
+        # Without this check a missing value would be counted as the first value seen.
+        if missing is not None and missing.any():
+            first = int(np.argmax(missing))
+            raise ValueError(f"{name} has a missing value (None/NaN) at index {first}")
+        if len(c) != len(codes[0] if codes else c):
+            raise ValueError(f"{name} has {len(c)} values; {named[0][0]} has {len(codes[0])}")
+        codes.append(c)
+    acc.add_codes(codes[:-2], codes[-2], codes[-1])
     return acc.result()

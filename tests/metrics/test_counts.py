@@ -206,3 +206,22 @@ def test_text_labels_and_float_predictions_are_one_class(tmp_path: Path, source:
     assert report.positive_label == 1
     assert report.summary["accuracy"] == 0.75
     assert [g["tpr"] for g in report.groups] == [1.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("y", "p", "groups", "message"),
+    [
+        ([0, 1, float("nan"), 1], [0, 1, 1, 1], ["a"] * 4, "y_true has a missing value"),
+        ([0, 1, None, 1], [0, 1, 1, 1], ["a"] * 4, "y_true has a missing value"),
+        ([0, 1, 1, 1], [0, None, 1, 1], ["a"] * 4, "y_pred has a missing value"),
+        ([0, 1, 1, 1], [0, 1, 1, 1], ["a", "b", None, "b"], "group 'group' has a missing"),
+        ([0, 1, 1, 1], [1], ["a"] * 4, "y_pred has 1 values"),
+        ([0, 1], [0, 1], {"g": ["a", "b"], "h": [1, 2, 3]}, "group 'h' has 3 values"),
+    ],
+)
+def test_counts_from_arrays_refuses_missing_values_and_ragged_arrays(
+    y: list[Any], p: list[Any], groups: Any, message: str
+) -> None:
+    # A missing value used to be counted silently as the first value of its column.
+    with pytest.raises(ValueError, match=message):
+        counts_from_arrays(y, p, groups)

@@ -51,7 +51,7 @@ GROUP_VOCABS = {
 @st.composite
 def frames(draw: Any, classes: int = 2) -> pd.DataFrame:
     """A data frame with columns y, p and 1-3 group columns."""
-    n = draw(st.integers(min_value=classes, max_value=30))
+    n = draw(st.integers(min_value=classes, max_value=24))
     cols = draw(st.sampled_from([["sex"], ["sex", "race"], ["sex", "race", "region"], ["race"]]))
     data: dict[str, list[Any]] = {}
     for col in cols:
