@@ -28,7 +28,7 @@ from fairfix.models.base import Model
 TAUS = (*(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19)), 0.97, 0.99)
 #: Strengths of the adapter swept by the guard: the LoRA update is scaled by this factor
 #: (saved into the PEFT config as lora_alpha * strength, so PEFT tools load the same model).
-STRENGTHS = (0.25, 0.5, 0.75, 1.0)
+STRENGTHS = (0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass
