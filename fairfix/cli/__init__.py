@@ -46,6 +46,7 @@ from fairfix.cli import compare as _compare_cmd  # noqa: E402
 from fairfix.cli import correct as _correct_cmd  # noqa: E402
 from fairfix.cli import detect as _detect_cmd  # noqa: E402
 from fairfix.cli import predict as _predict_cmd  # noqa: E402
+from fairfix.cli import run as _run_cmd  # noqa: E402
 from fairfix.cli import train as _train_cmd  # noqa: E402
 
 app.command("audit")(_audit_cmd.audit)
@@ -54,6 +55,7 @@ app.command("predict")(_predict_cmd.predict)
 app.command("detect")(_detect_cmd.detect)
 app.command("correct")(_correct_cmd.correct)
 app.command("compare")(_compare_cmd.compare)
+app.command("run")(_run_cmd.run)
 
 
 def main() -> None:

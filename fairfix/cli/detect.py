@@ -23,7 +23,7 @@ def detect(
     mode: Annotated[str, typer.Option("--mode", help="auto, full, partial or none.")] = "auto",
     layer: Annotated[str | None, typer.Option("--layer", help="Tap layer (default: the model kind's tap layer).")] = None,
     eval_group: Annotated[str | None, typer.Option("--eval-group", help="Mode none: a labeled sensitive column used only to measure TPR/FPR.")] = None,
-    unsupervised: Annotated[str, typer.Option("--unsupervised", help="Mode none signal: lof, errors or combined.")] = "combined",
+    unsupervised: Annotated[str, typer.Option("--unsupervised", help="Mode none signal: lof, errors or combined.")] = "lof",
     contamination: Annotated[float, typer.Option("--contamination", help="Mode none: share of rows pseudo-labeled minority.")] = 0.3,
     tau: Annotated[float, typer.Option("--tau", help="Risk threshold the report is measured at.")] = 0.5,
     epochs: Annotated[int, typer.Option("--epochs", help="Detector training epochs.")] = 40,

@@ -74,6 +74,8 @@ class BiasDetector(nn.Module):
     @torch.no_grad()
     def risk(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``sigmoid(logit)`` in [0, 1], shape ``(B,)``."""
+        if not self.training:  # the usual case: skip two walks over the submodules
+            return torch.sigmoid(self.forward(h, mask))
         was = self.training
         self.eval()
         try:

@@ -1,0 +1,497 @@
+"""YAML recipes and the ``fairfix run`` pipeline: train -> audit -> detect -> correct -> audit -> compare.
+
+A recipe is validated against :data:`SCHEMA` before anything runs; an error
+names the file, the line and the key (unknown keys get a "did you mean").
+Relative paths are resolved against the recipe's folder.  Each step writes its
+outputs into the run directory and records a key -- the sha256 of its config
+and of its inputs (data files, upstream artifacts) -- in ``steps.json``; a rerun
+skips every finished step whose key is unchanged, so an interrupted batch job
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fairfix import errors
+
+STEPS = ("train", "audit_before", "detect", "correct", "audit_after", "compare")
+
+# key -> (type(s), required).  Nested sections are dicts of the same shape.
+_ANY_SCALAR = (str, int, float, bool)
+SCHEMA: dict[str, Any] = {
+    "name": (str, False),
+    "data": {
+        "train": (str, True),
+        "test": (str, False),
+        "label": (str, True),
+        "group": (str, True),
+        "audit_groups": (list, False),
+        "features": (list, False),
+        "exclude": (list, False),
+        "input_format": (str, False),
+        "test_fraction": (float, False),
+        "rows": (dict, False),
+        "sensitive_fraction": (float, False),
+        "text_template": (str, False),
+        "text_column": (str, False),
+        "sample": (int, False),
+        "seed": (int, False),
+    },
+    "model": {
+        "path": (str, False),
+        "train": (dict, False),
+    },
+    "detector": {
+        "mode": (str, False), "minority": (list, False), "layer": (str, False), "hidden": (int, False),
+        "epochs": (int, False), "batch_size": (int, False), "lr": (float, False), "holdout": (float, False),
+        "seed": (int, False), "unsupervised": (str, False), "contamination": (float, False),
+        "tau": (float, False),
+    },
+    "correct": {
+        "rank": (int, False), "alpha": (float, False), "dropout": (float, False), "targets": (list, False),
+        "margin": (float, False), "distance": (str, False), "ce_weight": (float, False),
+        "train_on": (str, False), "epochs": (int, False), "batch_size": (int, False), "lr": (float, False),
+        "tau": (float, False), "max_accuracy_drop": (float, False), "val_fraction": (float, False),
+        "seed": (int, False), "strengths": (list, False),
+    },
+    "audit": {
+        "bootstrap": (int, False), "min_group_size": (int, False), "fail_on": (list, False),
+        "seed": (int, False),
+    },
+    "compare": {"fail_on": (list, False)},
+}
+TRAIN_KEYS = {
+    "hidden": list, "dropout": float, "epochs": int, "batch_size": int, "lr": float, "val_fraction": float,
+    "patience": int, "seed": int, "base_model": str, "max_length": int, "max_steps": int, "positive": _ANY_SCALAR,
+}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: its raw mapping, where it came from, and line numbers of its keys."""
+
+    path: Path
+    raw: dict[str, Any]
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A section as a dict ({} when absent)."""
+        return dict(self.raw.get(name) or {})
+
+    def resolve(self, value: str) -> str:
+        """A data/model path relative to the recipe's folder (embedded names stay as they are)."""
+        from fairfix.data.frames import EMBEDDED
+
+        if value in EMBEDDED or value == "-" or os.path.isabs(value):
+            return value
+        return str((self.path.parent / value).resolve())
+
+    @property
+    def name(self) -> str:
+        """The recipe's name (defaults to the file's stem)."""
+        return str(self.raw.get("name") or self.path.stem)
+
+
+def _where(path: Path, lines: dict[str, int], key: str) -> str:
+    line = lines.get(key)
+    return f"{path}:{line}" if line else str(path)
+
+
+def _line_map(node: Any, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    """``{"data.train": line}`` from a composed YAML node (1-based lines)."""
+    import yaml
+
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = f"{prefix}{k.value}"
+            out[key] = k.start_mark.line + 1
+            _line_map(v, key + ".", out)
+    return out
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file.
+
+    Raises
+    ------
+    fairfix.errors.UsageError
+        Unreadable YAML, an unknown or missing key, a value of the wrong type, a
+        missing data file, or a gate on an unknown metric -- naming file, line and key.
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise errors.UsageError(f"{p}: no such recipe file")
+    text = p.read_text()
+    try:
+        node = yaml.compose(text)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark else str(p)
+        raise errors.UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(raw, dict):
+        raise errors.UsageError(f"{p}: a recipe is a mapping of sections (data, model, detector, ...)")
+    lines = _line_map(node)
+    recipe = Recipe(p, raw, lines)
+    _check(recipe, raw, SCHEMA, "")
+    _check_semantics(recipe)
+    return recipe
+
+
+def _check(recipe: Recipe, raw: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(schema)}"
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, full)}: unknown key {full!r}{hint}")
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise errors.UsageError(f"{_where(recipe.path, recipe.lines, full)}: {full!r} must be a mapping")
+            _check(recipe, value, spec, full + ".")
+            continue
+        types, _required = spec
+        types = (int, float) if types is float else types
+        if value is not None and (not isinstance(value, types) or (types is int and isinstance(value, bool))):
+            raise errors.UsageError(
+                f"{_where(recipe.path, recipe.lines, full)}: {full!r} must be {_type_name(spec[0])}, "
+                f"not {value!r}"
+            )
+    for key, spec in schema.items():
+        if isinstance(spec, tuple) and spec[1] and key not in raw:
+            sect = prefix.rstrip(".")
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, sect)}: {sect!r} needs the key {key!r}")
+
+
+def _type_name(t: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping",
+            bool: "true/false"}.get(t, str(t))
+
+
+def _check_semantics(recipe: Recipe) -> None:
+    from fairfix.data.frames import EMBEDDED
+    from fairfix.metrics.gates import parse_gate
+    from fairfix.metrics.rates import SUMMARY_METRICS
+    from fairfix.report.compare import gate_metrics
+
+    if "data" not in recipe.raw:
+        raise errors.UsageError(f"{recipe.path}: the recipe needs a 'data' section")
+    data = recipe.section("data")
+    for key in ("train", "test"):
+        if key in data and data[key] not in EMBEDDED and not os.path.exists(recipe.resolve(data[key])):
+            raise errors.UsageError(
+                f"{_where(recipe.path, recipe.lines, 'data.' + key)}: data.{key}: no such file "
+                f"{recipe.resolve(data[key])!r}"
+            )
+    model = recipe.section("model")
+    if bool(model.get("path")) == bool(model.get("train") is not None):
+        raise errors.UsageError(
+            f"{_where(recipe.path, recipe.lines, 'model')}: 'model' needs exactly one of 'path' (a checkpoint) "
+            "or 'train' (options of the baseline)"
+        )
+    if model.get("path") and not os.path.exists(recipe.resolve(model["path"])):
+        raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'model.path')}: model.path: no such model "
+                                f"{recipe.resolve(model['path'])!r}")
+    for key, value in (model.get("train") or {}).items():
+        full = f"model.train.{key}"
+        if key not in TRAIN_KEYS:
+            close = difflib.get_close_matches(str(key), list(TRAIN_KEYS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, full)}: unknown key {full!r}{hint}")
+    for section, known in (("audit", list(SUMMARY_METRICS)), ("compare", gate_metrics())):
+        for expr in recipe.section(section).get("fail_on") or []:
+            try:
+                parse_gate(str(expr), known)
+            except errors.UsageError as exc:
+                raise errors.UsageError(
+                    f"{_where(recipe.path, recipe.lines, section + '.fail_on')}: {section}.fail_on: {exc}"
+                ) from None
+    for section, cls_path in (("detector", "fairfix.detect.fit:DetectorConfig"),
+                              ("correct", "fairfix.correct.fairnet:CorrectConfig")):
+        try:
+            _config(cls_path, recipe.section(section))
+        except errors.UsageError as exc:
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, section)}: {section}: {exc}") from None
+
+
+def _config(cls_path: str, values: dict[str, Any]) -> Any:
+    import importlib
+
+    mod, name = cls_path.split(":")
+    cls = getattr(importlib.import_module(mod), name)
+    values = {k: (tuple(v) if k == "strengths" else v) for k, v in values.items() if k != "minority"}
+    return cls(**values)
+
+
+# -- running ------------------------------------------------------------------------
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _data_hash(value: str) -> str:
+    from fairfix.artifacts import sha256_file
+    from fairfix.data.frames import embedded_file
+
+    f = embedded_file(value) or value
+    return sha256_file(f) if os.path.isfile(f) else value
+
+
+class StepLog:
+    """``steps.json`` in the run directory: what ran, with which key, when."""
+
+    def __init__(self, out: Path):
+        self.path = out / "steps.json"
+        self.steps: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def done(self, step: str, key: str, outputs: list[Path]) -> bool:
+        rec = self.steps.get(step)
+        return bool(rec and rec["key"] == key and all(o.exists() for o in outputs))
+
+    def record(self, step: str, key: str, seconds: float) -> None:
+        from fairfix.report.io import write_atomic
+
+        self.steps[step] = {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 3)}
+        write_atomic(self.path, json.dumps(self.steps, indent=2) + "\n", force=True)
+
+
+def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
+    """(train, test) DataFrames as the recipe's data section describes them."""
+    import numpy as np
+
+    from fairfix.data.frames import read_frame
+
+    data = recipe.section("data")
+    fmt = data.get("input_format")
+    frame = read_frame(recipe.resolve(data["train"]), None, fmt)
+    seed = int(data.get("seed", 0))
+    if data.get("rows"):
+        rows = data["rows"]
+        test_rows = rows.get("test")
+        train_rows = rows.get("train")
+        test = frame.iloc[test_rows[0]:test_rows[1]] if test_rows else None
+        frame = frame.iloc[train_rows[0]:train_rows[1]] if train_rows else frame
+    else:
+        test = read_frame(recipe.resolve(data["test"]), None, fmt) if data.get("test") else None
+    for col in (data["label"], data["group"]):
+        if col not in frame.columns:
+            raise errors.DataError(f"{recipe.path}: data: no column {col!r} in {data['train']}; columns are: "
+                                   f"{', '.join(map(repr, frame.columns))}")
+    if test is None and data.get("test_fraction"):
+        from fairfix.correct.run import _split
+
+        strata = (frame[data["label"]].astype(str) + "|" + frame[data["group"]].astype(str)).to_numpy()
+        tr, te = _split(len(frame), float(data["test_fraction"]), strata, seed)
+        frame, test = frame.iloc[tr], frame.iloc[te]
+    if data.get("sample") and len(frame) > data["sample"]:
+        frame = frame.sample(n=int(data["sample"]), random_state=seed)
+    if data.get("text_template"):
+        col = data.get("text_column", "text")
+        frame = frame.assign(**{col: _render_text(frame, data["text_template"])})
+        if test is not None:
+            test = test.assign(**{col: _render_text(test, data["text_template"])})
+    frac = data.get("sensitive_fraction")
+    if frac is not None and frac < 1.0:
+        rng = np.random.default_rng(seed)
+        hide = rng.random(len(frame)) >= float(frac)
+        frame = frame.copy()
+        frame.loc[frame.index[hide], data["group"]] = None
+    return frame.reset_index(drop=True), (None if test is None else test.reset_index(drop=True))
+
+
+def _render_text(frame: Any, template: str) -> Any:
+    return [template.format(**{str(k).replace("-", "_"): v for k, v in row.items()})
+            for row in frame.to_dict(orient="records")]
+
+
+def run_recipe(
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    until: str | None = None,
+    force: bool = False,
+    progress: Callable[..., None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run every step of ``recipe`` into ``out``; return the compare document and the step outcomes.
+
+    ``until`` stops after that step.  Finished steps whose key is unchanged are skipped
+    (``force`` reruns everything).
+    """
+    import fairfix
+    from fairfix.correct.bundle import save_bundle
+    from fairfix.correct.run import correct
+    from fairfix.detect.fit import fit_detector, load_detector
+    from fairfix.models import load_model
+    from fairfix.report.compare import build_compare
+    from fairfix.report.io import write_atomic
+    from fairfix.training import select_features
+
+    if until is not None and until not in STEPS:
+        raise errors.UsageError(f"--until {until!r}: choose one of {', '.join(STEPS)}")
+    say = log or (lambda _m: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = StepLog(out)
+    data, audit_cfg = recipe.section("data"), recipe.section("audit")
+    label, group = data["label"], data["group"]
+    audit_groups = list(data.get("audit_groups") or [group])
+    train_frame, test_frame = prepare_frames(recipe)
+    eval_frame = test_frame if test_frame is not None else None
+    data_key = {"train": _data_hash(recipe.resolve(data["train"])),
+                "test": _data_hash(recipe.resolve(data["test"])) if data.get("test") else None,
+                "data": data}
+    outcome: dict[str, str] = {}
+
+    def step(name: str, key_obj: Any, outputs: list[Path], fn: Callable[[], None]) -> bool:
+        key = _hash(key_obj)
+        if not force and steps.done(name, key, outputs):
+            outcome[name] = "skipped"
+            say(f"{name}: unchanged, skipped")
+            return until == name
+        t0 = time.perf_counter()
+        fn()
+        steps.record(name, key, time.perf_counter() - t0)
+        outcome[name] = "ran"
+        say(f"{name}: done in {time.perf_counter() - t0:.1f} s")
+        return until == name
+
+    # 1. the base model
+    model_sect = recipe.section("model")
+    model_dir = out / "model"
+    if model_sect.get("path"):
+        model_dir = Path(recipe.resolve(model_sect["path"]))
+        outcome["train"] = "given"
+        stop = until == "train"
+    else:
+        tcfg = dict(model_sect.get("train") or {})
+
+        def do_train() -> None:
+            from fairfix.training import train_model
+
+            features = select_features(list(train_frame.columns), label=label, features=data.get("features"),
+                                       exclude=data.get("exclude") or [],
+                                       groups=[*audit_groups, group])
+            text_col = data.get("text_column", "text") if "base_model" in tcfg else None
+            train_model(train_frame, label=label, out=model_dir, features=None if text_col else features,
+                        groups=[], text_column=text_col,
+                        base_model=recipe.resolve(tcfg["base_model"]) if text_col else None,
+                        **{k: v for k, v in tcfg.items() if k not in ("base_model",)}, force=True,
+                        progress=(lambda e, t, m: progress("train", e, t, m)) if progress else None)
+
+        stop = step("train", {"data": data_key, "train": tcfg}, [model_dir / "fairfix.json"], do_train)
+    result: dict[str, Any] = {"out": str(out), "steps": outcome}
+    if stop:
+        return result
+    model = load_model(model_dir)
+    eval_for_audit = eval_frame if eval_frame is not None else train_frame
+    audit_kw = {"bootstrap": int(audit_cfg.get("bootstrap", 1000)), "seed": int(audit_cfg.get("seed", 0)),
+                "min_group_size": int(audit_cfg.get("min_group_size", 30)),
+                "fail_on": [str(g) for g in audit_cfg.get("fail_on") or []]}
+
+    # 2. audit of the base model
+    before_path = out / "audit_before.json"
+
+    def do_audit_before() -> None:
+        rep = fairfix.audit(eval_for_audit, label=label, group=audit_groups, model=model, **audit_kw)
+        write_atomic(before_path, json.dumps(rep.to_dict(), indent=2, allow_nan=False) + "\n", force=True)
+
+    if step("audit_before", {"data": data_key, "model": model.digest, "audit": audit_kw}, [before_path],
+            do_audit_before):
+        return result
+
+    # 3. the detector, fitted on the same training split that `correct` will use
+    det_cfg_raw = recipe.section("detector")
+    corr_raw = recipe.section("correct")
+    det_cfg = _config("fairfix.detect.fit:DetectorConfig", det_cfg_raw)
+    corr_cfg = _config("fairfix.correct.fairnet:CorrectConfig", corr_raw)
+    det_dir = out / "detector"
+
+    def do_detect() -> None:
+        import numpy as np
+
+        from fairfix.correct.run import _split
+        from fairfix.detect.fit import group_values
+        from fairfix.models.tabular import encode_labels
+
+        y = encode_labels(train_frame[label], model.classes)
+        g, _ = group_values(train_frame, group)
+        strata = np.array([f"{a}|{b}" for a, b in zip(y, g, strict=True)])
+        tr, _va = _split(len(train_frame), corr_cfg.val_fraction, strata, corr_cfg.seed)
+        part = train_frame.iloc[tr].reset_index(drop=True)
+        if det_cfg.mode == "none":
+            part = part.drop(columns=[group])
+        det = fit_detector(part, model, group=None if det_cfg.mode == "none" else group,
+                           minority=det_cfg_raw.get("minority"), label=label, config=det_cfg,
+                           progress=progress)
+        det.save(det_dir, force=True)
+
+    if step("detect", {"data": data_key, "model": model.digest, "detector": det_cfg_raw,
+                       "split": [corr_cfg.val_fraction, corr_cfg.seed]}, [det_dir / "fairfix.json"], do_detect):
+        return result
+    detector = load_detector(det_dir, model)
+
+    # 4. the correction
+    bundle_dir = out / "bundle"
+
+    def do_correct() -> None:
+        corrected, res = correct(train_frame, model, label=label, group=group, detector=detector,
+                                 config=corr_cfg, eval_data=eval_frame, progress=progress,
+                                 checkpoint=out / ".correct.checkpoint", resume=True)
+        save_bundle(bundle_dir, corrected, res["record"], force=True,
+                    reports={"before": res["before"], "after": res["after"], "compare": res["compare"]},
+                    extra_config={"label": label, "group": group, "recipe": recipe.name})
+        import shutil
+
+        shutil.rmtree(out / ".correct.checkpoint", ignore_errors=True)
+
+    if step("correct", {"data": data_key, "model": model.digest, "detector": detector.report.get("schema")
+                        and _hash(detector.report), "correct": corr_raw},
+            [bundle_dir / "fairfix.json"], do_correct):
+        return result
+
+    # 5. audit of the corrected model, 6. the comparison
+    after_path = out / "audit_after.json"
+    corrected = load_model(bundle_dir)
+
+    def do_audit_after() -> None:
+        rep = fairfix.audit(eval_for_audit, label=label, group=audit_groups, model=corrected, **audit_kw)
+        write_atomic(after_path, json.dumps(rep.to_dict(), indent=2, allow_nan=False) + "\n", force=True)
+
+    if step("audit_after", {"data": data_key, "bundle": corrected.digest, "audit": audit_kw}, [after_path],
+            do_audit_after):
+        return result
+    compare_path = out / "compare.json"
+    cmp_gates = [str(g) for g in recipe.section("compare").get("fail_on") or []]
+    bundle_compare = json.loads((bundle_dir / "compare.json").read_text())
+
+    def do_compare() -> None:
+        doc = build_compare(json.loads(before_path.read_text()), json.loads(after_path.read_text()),
+                            fail_on=cmp_gates, detector=bundle_compare.get("detector"),
+                            tau=bundle_compare.get("tau"),
+                            extra={"adapter_enabled": bundle_compare.get("adapter_enabled"),
+                                   "chosen": bundle_compare.get("chosen"),
+                                   "sweep": bundle_compare.get("sweep"), "recipe": recipe.name})
+        write_atomic(compare_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n", force=True)
+
+    step("compare", {"before": _hash(before_path.read_text()), "after": _hash(after_path.read_text()),
+                     "gates": cmp_gates}, [compare_path], do_compare)
+    result["compare"] = json.loads(compare_path.read_text())
+    result["audit_gates"] = json.loads(after_path.read_text())["gates"]
+    return result
