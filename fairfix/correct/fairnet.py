@@ -143,18 +143,13 @@ def head_inputs(model: Model, inputs: dict[str, torch.Tensor], tap: str, detecto
                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Base pass over all rows: head inputs ``z (N, D)``, risk ``(N,)``, probabilities ``(N, C)``."""
     zs, risks, probas = [], [], []
-    head = model.check_layer(model.head_layer)
     n = len(next(iter(inputs.values())))
     for start in range(0, n, batch):
         part = _index(inputs, slice(start, start + batch))
-        store: dict[str, torch.Tensor] = {}
-        h = head.register_forward_pre_hook(lambda _m, args: store.__setitem__("z", args[0].detach()))
-        try:
+        with model.capture_input(model.head_layer) as store:
             logits, risk, _ = gated_forward(model, part, tap_layer=tap, mode="detector",
                                             detector=detector, tau=math.inf)
-        finally:
-            h.remove()
-        zs.append(store["z"])
+        zs.append(store["in"].detach())
         risks.append(risk)
         probas.append(torch.softmax(logits.float(), -1).double().numpy())
     return torch.cat(zs), np.concatenate(risks), np.concatenate(probas)
@@ -265,7 +260,6 @@ def fit_fairnet(
     y_val = val["y"]
     base_pred_val = proba_val.argmax(1)
     base_metrics = guard_metrics(base_pred_val, y_val, val["group"], n_classes, pos)
-    head = work.check_layer(work.head_layer)
     sweep: list[dict[str, Any]] = []
     states: list[dict[str, torch.Tensor]] = []
     start_epoch = 0
@@ -282,17 +276,13 @@ def fit_fairnet(
             total = 0.0
             for s in range(0, len(perm), config.batch_size):
                 ids = perm[s : s + config.batch_size]  # row ids
-                store: dict[str, torch.Tensor] = {}
-                h = head.register_forward_pre_hook(lambda _m, args: store.__setitem__("z", args[0]))
-                try:
+                with work.capture_input(work.head_layer) as store:
                     logits = work.forward(_index(train["inputs"], ids))  # adapter on for these rows
-                finally:
-                    h.remove()
                 w = weights_all[ids]
                 loss = logits.new_zeros(())
                 cmask = contrastive_all[ids]
                 if cmask.any():
-                    loss = loss + triplet_loss(store["z"][cmask], y_tr[ids][cmask], majority,
+                    loss = loss + triplet_loss(store["in"][cmask], y_tr[ids][cmask], majority,
                                                margin=config.margin, kind=config.distance, weights=w[cmask])
                 if config.ce_weight > 0:
                     ce = F.cross_entropy(logits, y_tr[ids], reduction="none")

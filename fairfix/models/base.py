@@ -133,6 +133,11 @@ class Model(ABC):
 
     def check_layer(self, layer: str) -> nn.Module:
         """The submodule called ``layer``; ModelError listing the valid names otherwise."""
+        if layer:
+            try:  # a walk down the dotted path (gated inference calls this once per batch)
+                return self.module.get_submodule(layer)
+            except AttributeError:
+                pass
         modules = dict(self.module.named_modules())
         if not layer or layer not in modules:
             names = self.layer_names()
@@ -150,6 +155,21 @@ class Model(ABC):
             store["out"] = out[0] if isinstance(out, tuple) else out
 
         handle = module.register_forward_hook(hook)
+        try:
+            yield store
+        finally:
+            handle.remove()
+
+    @contextmanager
+    def capture_input(self, layer: str) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the input of ``layer`` (e.g. the head's: the final representation) inside the block."""
+        module = self.check_layer(layer)
+        store: dict[str, torch.Tensor] = {}
+
+        def hook(_mod: nn.Module, args: tuple) -> None:
+            store["in"] = args[0]
+
+        handle = module.register_forward_pre_hook(hook)
         try:
             yield store
         finally:

@@ -13,6 +13,7 @@ from fairfix.correct import CorrectConfig
 from fairfix.correct.run import correct
 from fairfix.detect.fit import DetectorConfig
 from fairfix.models.tabular import TrainConfig, train_tabular
+
 from .test_fairnet import make_frame
 
 runner = CliRunner()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from fairfix.cli import app
 from fairfix.correct import CorrectConfig
 from fairfix.correct.bundle import save_bundle
-from fairfix.correct.gating import gated_forward, lora_layers
+from fairfix.correct.gating import lora_layers
 from fairfix.correct.run import correct
 from fairfix.detect.fit import DetectorConfig
 from fairfix.models import load_model
