@@ -332,7 +332,7 @@ def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
 
 
 def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_cfg: Any) -> Any:
-    """Row ids of the training part of ``correct``'s split of ``frame`` (the same split it draws)."""
+    """Row ids ``(train, validation)`` of ``correct``'s split of ``frame`` (the same split it draws)."""
     import numpy as np
 
     from fairfix.correct.run import _split
@@ -342,8 +342,7 @@ def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_
     y = encode_labels(frame[label], classes)
     g, _ = group_values(frame, group)
     strata = np.array([f"{a}|{b}" for a, b in zip(y, g, strict=True)])
-    tr, _va = _split(len(frame), corr_cfg.val_fraction, strata, corr_cfg.seed)
-    return tr
+    return _split(len(frame), corr_cfg.val_fraction, strata, corr_cfg.seed)
 
 
 def _base_model(recipe: Recipe, value: str) -> str:
@@ -442,7 +441,7 @@ def run_recipe(
             frame = train_frame
             if hold_out:  # leave out the rows `correct` validates on, so the guard sees unseen rows
                 classes, _ = label_vocabulary(train_frame[label], tcfg.get("positive"))
-                frame = train_frame.iloc[_correct_split(train_frame, label, group, classes, corr_cfg)]
+                frame = train_frame.iloc[_correct_split(train_frame, label, group, classes, corr_cfg)[0]]
                 frame = frame.reset_index(drop=True)
             train_model(frame, label=label, out=model_dir, features=None if text_col else features,
                         groups=[], text_column=text_col,
@@ -478,12 +477,17 @@ def run_recipe(
     det_dir = out / "detector"
 
     def do_detect() -> None:
-        tr = _correct_split(train_frame, label, group, model.classes, corr_cfg)
+        from fairfix.correct.run import _default_minority_on_val
+
+        tr, va = _correct_split(train_frame, label, group, model.classes, corr_cfg)
         part = train_frame.iloc[tr].reset_index(drop=True)
+        minority = det_cfg_raw.get("minority")
         if det_cfg.mode == "none":
             part = part.drop(columns=[group])
+        elif not minority:
+            minority = _default_minority_on_val(model, train_frame.iloc[va], label, group)
         det = fit_detector(part, model, group=None if det_cfg.mode == "none" else group,
-                           minority=det_cfg_raw.get("minority"), label=label, config=det_cfg,
+                           minority=minority, label=label, config=det_cfg,
                            progress=progress)
         det.save(det_dir, force=True)
 

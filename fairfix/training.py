@@ -4,35 +4,68 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairfix import errors
 from fairfix.artifacts import data_fingerprint
+
+if TYPE_CHECKING:
+    from fairfix.models.base import Model
 
 
 def select_features(
     columns: Sequence[str],
     *,
     label: str,
-    features: Sequence[str] | None = None,
+    features: Sequence[str] | str | None = None,
     exclude: Sequence[str] = (),
     groups: Sequence[str] = (),
 ) -> list[str]:
     """The input columns: ``features`` if given, else every column but the label, ``exclude`` and ``groups``.
 
     Sensitive (group) columns are left out by default; naming them in ``features`` keeps them.
+    ``features`` may hold glob patterns (``p*``, ``x[0-9]``), expanded in column order,
+    and may be one comma-separated string; a name that is a column is taken literally.
     """
-    for col in [*exclude, *groups, *(features or [])]:
+    features = expand_columns(columns, features) if features else None
+    for col in [*exclude, *groups]:
         if col not in columns:
             raise errors.DataError(f"no column {col!r}; columns are: {', '.join(map(repr, columns))}")
     if features:
         if label in features:
             raise errors.UsageError(f"--features names the label column {label!r}")
-        return list(dict.fromkeys(features))
+        return features
     chosen = [c for c in columns if c != label and c not in exclude and c not in groups]
     if not chosen:
         raise errors.UsageError("no feature columns left after removing the label, --exclude and --group columns")
     return chosen
+
+
+def expand_columns(columns: Sequence[str], names: Sequence[str] | str) -> list[str]:
+    """Column names and glob patterns -> columns (patterns in column order; no repeats).
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        A name that is not a column, or a pattern that matches none.
+    """
+    import fnmatch
+
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out: list[str] = []
+    for name in names:
+        if name in columns or not any(ch in name for ch in "*?["):
+            if name not in columns:
+                raise errors.DataError(f"no column {name!r}; columns are: {', '.join(map(repr, columns))}")
+            out.append(name)
+            continue
+        matched = [c for c in columns if fnmatch.fnmatchcase(str(c), name)]
+        if not matched:
+            raise errors.DataError(f"no column matches the pattern {name!r}; columns are: "
+                                   f"{', '.join(map(repr, columns))}")
+        out.extend(matched)
+    return list(dict.fromkeys(out))
 
 
 def train_model(
@@ -40,10 +73,11 @@ def train_model(
     *,
     label: str,
     out: str | Path,
-    features: Sequence[str] | None = None,
+    features: Sequence[str] | str | None = None,
     exclude: Sequence[str] = (),
     groups: Sequence[str] = (),
     text_column: str | None = None,
+    factory: str | None = None,
     base_model: str | Path | None = None,
     positive: Any = None,
     hidden: Sequence[int] = (128, 64),
@@ -63,11 +97,19 @@ def train_model(
     """Train the ERM baseline on ``data`` and save it to ``out``; return a summary.
 
     A tabular MLP by default; a Hugging Face text classifier fine-tuned from the
-    local directory ``base_model`` when ``text_column`` is given.
+    local directory ``base_model`` when ``text_column`` is given; the torch module
+    that ``factory`` (``package.module:function``) builds, fed the numeric
+    ``features`` as they are, when ``factory`` is given (``hidden`` and
+    ``dropout`` shape the MLP only).
     """
+    from dataclasses import asdict
+
     from fairfix.data.frames import embedded_file, read_frame
 
+    if text_column is not None and factory is not None:
+        raise errors.UsageError("--factory and --text-column are different model kinds; give one")
     frame = read_frame(data, None, input_format)
+    model: Model
     if label not in frame.columns:
         raise errors.DataError(f"no column {label!r}; columns are: {', '.join(map(repr, frame.columns))}")
     fp = data_fingerprint(embedded_file(data) or data if isinstance(data, str) else data)
@@ -88,6 +130,16 @@ def train_model(
                   "epochs": epochs or 1, "batch_size": batch_size or 16, "lr": lr or 5e-5, "seed": seed,
                   "max_steps": max_steps}
         used = [text_column]
+    elif factory is not None:
+        from fairfix.models.erm import ErmConfig
+        from fairfix.models.factory import train_factory
+
+        used = select_features(list(frame.columns), label=label, features=features, exclude=exclude, groups=groups)
+        erm = ErmConfig(epochs=epochs or 30, batch_size=batch_size or 256, lr=lr or 1e-3,
+                        val_fraction=val_fraction, patience=patience, seed=seed)
+        model, info = train_factory(frame, label=label, features=used, factory=factory, config=erm,
+                                    positive=positive, progress=progress)
+        config = asdict(erm)
     else:
         from fairfix.models.tabular import TrainConfig, train_tabular
 
@@ -97,8 +149,6 @@ def train_model(
                           patience=patience, seed=seed)
         model, info = train_tabular(frame, label=label, features=used, config=cfg, positive=positive,
                                     progress=progress)
-        from dataclasses import asdict
-
         config = asdict(cfg)
     config.update({"label": label, "features": used, "excluded": list(exclude),
                    "sensitive_columns": list(groups)})

@@ -97,3 +97,46 @@ def test_recipe_gate_trips_exit_1(tmp_path):
     res = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--format", "json"])
     assert res.exit_code == 1, res.output
     assert "gate tripped: delta.accuracy<5" in res.stderr
+
+
+def test_digits_color_recipe_end_to_end(tmp_path):
+    """The vision path: generated coloured digits, a factory CNN, and a real colour-shortcut disparity."""
+    import torch
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "recipes" / "digits_color.yaml").read_text())
+    raw["model"]["train"].update(epochs=12, patience=4)
+    raw["detector"]["epochs"] = 5
+    raw["correct"]["epochs"] = 2
+    raw["audit"]["bootstrap"] = 50
+    path = tmp_path / "digits_color.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    before_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = runner.invoke(app, ["run", str(path), "--out", str(out), "--format", "json"])
+    finally:
+        torch.set_num_threads(before_threads)
+    assert res.exit_code == 0, res.output
+    assert set(json.loads((out / "steps.json").read_text())) == {
+        "train", "audit_before", "detect", "correct", "audit_after", "compare"}
+    manifest = json.loads((out / "model" / "fairfix.json").read_text())
+    assert manifest["model_kind"] == "factory"
+    assert manifest["config"]["factory"] == "fairfix.models.vision:small_cnn"
+    assert manifest["config"]["features"] == [f"p{i}" for i in range(192)]
+    for name in ("detector/fairfix.json", "bundle/fairfix.json", "audit_before.json", "audit_after.json",
+                 "compare.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "detector" / "fairfix.json").read_text())["config"]["layer"] in (None, "fc1")
+    before = json.loads((out / "audit_before.json").read_text())
+    assert before["group_columns"] == ["colour"] and before["n"] == 597
+    # training-like accuracy: the base on `correct`'s validation rows, which it never saw
+    # (hold_out_validation), where colour agrees with the label as in training
+    seen = json.loads((out / "bundle" / "compare.json").read_text())["base_validation"]["accuracy"]
+    wga = before["summary"]["worst_group_accuracy"]
+    assert seen > 0.85 and wga < seen - 0.15, (seen, wga)
+    worst = before["summary"]["worst_group"]
+    assert (worst["group"]["colour"], worst["label"]) in {("red", 0), ("green", 1)}  # colour flipped
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "fairfix.compare/1" and doc["recipe"] == "digits_color"

@@ -46,6 +46,7 @@ from fairfix.cli import compare as _compare_cmd  # noqa: E402
 from fairfix.cli import correct as _correct_cmd  # noqa: E402
 from fairfix.cli import detect as _detect_cmd  # noqa: E402
 from fairfix.cli import predict as _predict_cmd  # noqa: E402
+from fairfix.cli import report as _report_cmd  # noqa: E402
 from fairfix.cli import run as _run_cmd  # noqa: E402
 from fairfix.cli import train as _train_cmd  # noqa: E402
 
@@ -56,11 +57,16 @@ app.command("detect")(_detect_cmd.detect)
 app.command("correct")(_correct_cmd.correct)
 app.command("compare")(_compare_cmd.compare)
 app.command("run")(_run_cmd.run)
+app.command("report")(_report_cmd.report)
 
 
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
+    # Deprecation chatter between transformers and peft is not the user's concern.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\..*)?$")
     if os.environ.get("NO_COLOR"):
         # Typer's Rich help and usage errors keep bold and dim under NO_COLOR: print them plain.
         app.rich_markup_mode = None
-    app()
+    _fastparams.app_for_argv(app)()  # builds only the command being run

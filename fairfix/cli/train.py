@@ -14,13 +14,20 @@ from fairfix.report.render import Format
 
 @handle_errors
 def train(
-    data: Annotated[str, typer.Argument(help="Training table (CSV, Parquet, JSON Lines, -, or adult:train).")],
+    data: Annotated[
+        str, typer.Argument(help="Training table (CSV, Parquet, JSON Lines, -, adult:train or digits_color:train).")
+    ],
     label: Annotated[str, typer.Option("--label", help="Column with the labels.")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to create.")],
     features: _model.FeaturesOpt = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Column to leave out of the features (repeatable).")] = None,
     group: Annotated[list[str] | None, typer.Option("--group", help="Sensitive column: left out of the features unless --features names it.")] = None,
     text_column: _model.TextColumnOpt = None,
+    factory: Annotated[
+        str | None,
+        typer.Option("--factory", help="package.module:function that builds the torch module to train "
+                     "on the numeric --features (e.g. fairfix.models.vision:small_cnn)."),
+    ] = None,
     base_model: Annotated[Path | None, typer.Option("--base-model", help="Local Hugging Face model to fine-tune (with --text-column).")] = None,
     positive: Annotated[str | None, typer.Option("--positive", help="Positive label (default: 1, True, or the larger of two labels).")] = None,
     hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths of the tabular MLP.")] = "128,64",
@@ -37,7 +44,7 @@ def train(
     fmt: Annotated[Format | None, typer.Option("--format", help="Summary format: table or json.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
 ) -> None:
-    """Train a baseline classifier on a table (tabular MLP, or a text model with --text-column)."""
+    """Train a baseline classifier on a table (tabular MLP, a text model with --text-column, or --factory)."""
     from fairfix.training import train_model
 
     if (text_column is None) != (base_model is None):
@@ -53,8 +60,8 @@ def train(
     with _output.EpochProgress("training") as progress:
         summary = train_model(
             data, label=label, out=out, features=_model.split_columns(features), exclude=exclude or [],
-            groups=group or [], text_column=text_column, base_model=base_model, positive=positive,
-            hidden=widths, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
+            groups=group or [], text_column=text_column, factory=factory, base_model=base_model,
+            positive=positive, hidden=widths, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
             val_fraction=val_fraction, patience=patience, max_length=max_length, max_steps=max_steps,
             seed=seed, input_format=input_format, force=force, progress=progress,
         )

@@ -118,6 +118,10 @@ def correct(
         det_frame = train_frame
         if dcfg.mode == "none":
             det_frame = train_frame.drop(columns=[group])
+        elif not minority:
+            # DESIGN.md section 3: the default minority is the group of the worst cell on the validation split
+            # (not on the detector's own held-out rows, which are few when labels are partial).
+            minority = _default_minority_on_val(model, val_frame, label, group)
         detector = fit_detector(det_frame, model, group=None if dcfg.mode == "none" else group,
                                 minority=minority, label=label, config=dcfg, progress=progress)
     if not isinstance(detector, Detector):
@@ -140,7 +144,12 @@ def correct(
                                     checkpoint=checkpoint, resume=resume)
 
     eval_frame = val_frame if eval_data is None else read_frame(eval_data, None, input_format)
-    eval_name = "validation split" if eval_data is None else str(eval_data)
+    if eval_data is None:
+        eval_name = "validation split"
+    elif isinstance(eval_data, str | Path):
+        eval_name = str(eval_data)
+    else:
+        eval_name = f"<in-memory table of {len(eval_frame)} rows>"
     before = fairfix.audit(eval_frame, label=label, group=[group], model=model, bootstrap=0).to_dict()
     after = fairfix.audit(eval_frame, label=label, group=[group], model=corrected, bootstrap=0).to_dict()
     det = detector_summary(corrected, eval_frame, group)

@@ -11,27 +11,52 @@ from typing import Any
 
 from fairfix import errors
 
-EMBEDDED = {"adult:train": "train", "adult:test": "test"}
+#: Embedded dataset names -> (dataset, split).  ``adult`` is UCI Adult (files in
+#: fairfix/datasets); ``digits_color`` is generated from scikit-learn's bundled
+#: digits (fairfix/datasets/digits_color.py).
+EMBEDDED = {
+    "adult:train": ("adult", "train"),
+    "adult:test": ("adult", "test"),
+    "digits_color:train": ("digits_color", "train"),
+    "digits_color:test": ("digits_color", "test"),
+}
 
 
 def embedded_table(name: str) -> Any:
-    """The embedded dataset ``adult:train`` / ``adult:test`` as a pyarrow Table, or None."""
+    """The embedded dataset ``name`` (e.g. ``adult:train``) as a pyarrow Table, or None.
+
+    A file of that name in the working directory wins over the embedded data.
+    """
     if name not in EMBEDDED or os.path.exists(name):
         return None
     import pyarrow as pa
 
-    from fairfix.datasets import load_adult
+    dataset, split = EMBEDDED[name]
+    if dataset == "adult":
+        from fairfix.datasets import load_adult
 
-    return pa.Table.from_pandas(load_adult(EMBEDDED[name]), preserve_index=False)
+        frame = load_adult(split)
+    else:
+        from fairfix.datasets.digits_color import load_digits_color
+
+        frame = load_digits_color(split)
+    return pa.Table.from_pandas(frame, preserve_index=False)
 
 
 def embedded_file(name: str) -> str | None:
-    """Path of the file behind an embedded dataset name (for data fingerprints)."""
+    """Path of the file behind an embedded dataset name (for data fingerprints).
+
+    None for names that are not embedded and for generated datasets (their name
+    identifies them).
+    """
     if name not in EMBEDDED or os.path.exists(name):
+        return None
+    dataset, split = EMBEDDED[name]
+    if dataset != "adult":
         return None
     from fairfix.datasets import path
 
-    return str(path("adult.data.gz" if EMBEDDED[name] == "train" else "adult.test.gz"))
+    return str(path("adult.data.gz" if split == "train" else "adult.test.gz"))
 
 
 def read_frame(data: Any, columns: list[str] | None = None, input_format: str | None = None) -> Any:

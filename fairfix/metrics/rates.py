@@ -80,7 +80,7 @@ def cell_accuracy(counts: np.ndarray) -> np.ndarray:
 
 
 def _gap(values: np.ndarray) -> np.ndarray:
-    """max - min over the group axis (last), skipping NaN; NaN when no group has a value."""
+    """Max - min over the group axis (last), skipping NaN; NaN when no group has a value."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmax(values, axis=-1) - np.nanmin(values, axis=-1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from torch import nn
 
 from fairfix import errors
 from fairfix.models.base import Model, check_state_dict, load_safetensors
+from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
 KIND = "factory"
 SCHEMA = "fairfix.model/1"
@@ -84,12 +85,7 @@ class FactoryModel(Model):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, C)``."""
         x = inputs["x"].to(_param_dtype(self.module))  # (B, F)
-        logits = _as_logits(self.module(x))
-        if logits.dim() == 1:  # (B,) -> (B, 1)
-            logits = logits.unsqueeze(-1)
-        if self.single_logit:  # (B, 1) -> (B, 2): softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]
-            logits = torch.cat([torch.zeros_like(logits), logits], dim=-1)
-        return logits
+        return _class_logits(self.module(x), self.single_logit)
 
     @property
     def default_tap_layer(self) -> str:
@@ -159,6 +155,16 @@ def numeric_matrix(frame: Any, features: Sequence[str]) -> np.ndarray:
             )
         out[:, j] = x
     return out
+
+
+def _class_logits(out: Any, single_logit: bool) -> torch.Tensor:
+    """Logits ``(B, C)`` of a module's output; one logit per row becomes ``[0, z]`` (binary)."""
+    logits = _as_logits(out)
+    if logits.dim() == 1:  # (B,) -> (B, 1)
+        logits = logits.unsqueeze(-1)
+    if single_logit:  # (B, 1) -> (B, 2): softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)]
+        logits = torch.cat([torch.zeros_like(logits), logits], dim=-1)
+    return logits
 
 
 def _as_logits(out: Any) -> torch.Tensor:
@@ -360,3 +366,55 @@ def _file_digest(path: Path) -> str:
     from fairfix.artifacts import digest, sha256_file
 
     return digest({"files": {path.name: sha256_file(path)}})
+
+
+def train_factory(
+    frame: Any,
+    *,
+    label: str,
+    features: Sequence[str],
+    factory: str,
+    config: ErmConfig,
+    positive: Any = None,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+) -> tuple[FactoryModel, dict[str, Any]]:
+    """ERM training of the module ``factory`` builds, on the numeric ``features`` as they are.
+
+    The same loop as the tabular MLP (:func:`fairfix.models.erm.erm_fit`): a
+    seeded validation split for early stopping, AdamW, cross-entropy; bit for
+    bit reproducible on CPU for a given ``config.seed`` (the factory is called
+    under the seeded RNG, so its initial weights are seeded too).  Inputs are
+    not rescaled: the module sees the values a :class:`FactoryModel` will feed it.
+
+    Raises
+    ------
+    fairfix.errors.ModelError
+        The factory does not build a module that runs on ``len(features)`` inputs.
+    fairfix.errors.UsageError
+        Its number of outputs does not fit the label's classes.
+    """
+    from fairfix.models.tabular import encode_labels, label_vocabulary
+
+    if frame[label].isna().any():
+        raise errors.DataError(
+            f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)"
+        )
+    classes, pos = label_vocabulary(frame[label], positive)
+    x = torch.from_numpy(numeric_matrix(frame, features))
+    with torch.random.fork_rng(devices=[]):  # a probe for the output width; its weights are dropped
+        n_out = _output_width(import_factory(factory).eval(), len(features), factory)
+    single = n_out == 1
+    if (2 if single else n_out) != len(classes):
+        raise errors.UsageError(
+            f"factory {factory!r}: the module has {n_out} output(s) but the label {label!r} has "
+            f"{len(classes)} classes ({', '.join(map(repr, classes))})"
+        )
+    y = torch.from_numpy(encode_labels(frame[label], classes))
+    tr_idx, val_idx = split_rows(len(frame), config.val_fraction, config.seed)
+    module, info = erm_fit(
+        lambda: import_factory(factory), x, y, train_idx=tr_idx, val_idx=val_idx, config=config,
+        forward=lambda m, xb: _class_logits(m(xb.to(_param_dtype(m))), single), progress=progress,
+    )
+    model = FactoryModel(module, factory=factory, features=features, classes=classes,
+                         positive=pos, single_logit=single)
+    return model, info

@@ -20,6 +20,7 @@ from torch import nn
 
 from fairfix import errors
 from fairfix.models.base import Model, check_state_dict, load_safetensors
+from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
 SCHEMA = "fairfix.model/1"
 WEIGHTS = "model.safetensors"
@@ -140,32 +141,18 @@ def _named(*items: tuple[str, nn.Module]) -> Any:
 
 
 @dataclass
-class TrainConfig:
-    """Hyper-parameters of ERM training (recorded in the manifest)."""
+class TrainConfig(ErmConfig):
+    """Hyper-parameters of the MLP's ERM training: the loop's (:class:`ErmConfig`) and its shape."""
 
     hidden: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    val_fraction: float = 0.1
-    patience: int = 4
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "val_fraction": 0.0 <= self.val_fraction < 1.0,
-            "patience": self.patience >= 1,
+        super().__post_init__()
+        self._check({
             "dropout": 0.0 <= self.dropout < 1.0,
             "hidden": len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise errors.UsageError(f"training option {name}={getattr(self, name)!r} is out of range")
+        })
 
 
 class TabularModel(Model):
@@ -288,57 +275,15 @@ def train_tabular(
         raise errors.DataError(f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)")
     classes, pos = label_vocabulary(frame[label], positive)
     y_all = encode_labels(frame[label], classes)
-    rng = np.random.default_rng(config.seed)
-    n = len(frame)
-    order = rng.permutation(n)
-    n_val = int(round(n * config.val_fraction)) if config.val_fraction > 0 else 0
-    val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    tr_idx, val_idx = split_rows(len(frame), config.val_fraction, config.seed)
     pre = Preprocessor.fit(frame.iloc[tr_idx], features)
     x_all = torch.from_numpy(pre.transform(frame))
-    y_t = torch.from_numpy(y_all)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        module = TabularMLP(pre.width, config.hidden, len(classes), config.dropout)
-        opt = torch.optim.AdamW(module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        loss_fn = nn.CrossEntropyLoss()
-        best = (math.inf, -1)
-        best_state = {k: v.clone() for k, v in module.state_dict().items()}
-        history = []
-        gen = torch.Generator().manual_seed(config.seed)
-        tr = torch.from_numpy(tr_idx)
-        for epoch in range(config.epochs):
-            module.train()
-            perm = tr[torch.randperm(len(tr), generator=gen)]
-            total = 0.0
-            for start in range(0, len(perm), config.batch_size):
-                idx = perm[start : start + config.batch_size]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(module(x_all[idx]), y_t[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-            module.eval()
-            metrics = {"train_loss": total / max(len(perm), 1)}
-            if n_val:
-                with torch.no_grad():
-                    logits = module(x_all[val_idx])
-                    metrics["val_loss"] = float(loss_fn(logits, y_t[val_idx]))
-                    metrics["val_accuracy"] = float((logits.argmax(1) == y_t[val_idx]).float().mean())
-            history.append(metrics)
-            score = metrics.get("val_loss", metrics["train_loss"])
-            if score < best[0] - 1e-6:
-                best = (score, epoch)
-                best_state = {k: v.clone() for k, v in module.state_dict().items()}
-            if progress is not None:
-                progress(epoch + 1, config.epochs, metrics)
-            if epoch - best[1] >= config.patience:
-                break
-        module.load_state_dict(best_state)
-    module.eval()
-    model = TabularModel(module, pre, classes, pos)
-    info = {"epochs_run": len(history), "best_epoch": best[1] + 1, "history": history,
-            "train_rows": int(len(tr_idx)), "val_rows": int(n_val)}
-    return model, info
+    module, info = erm_fit(
+        lambda: TabularMLP(pre.width, config.hidden, len(classes), config.dropout),
+        x_all, torch.from_numpy(y_all), train_idx=tr_idx, val_idx=val_idx, config=config,
+        progress=progress,
+    )
+    return TabularModel(module, pre, classes, pos), info
 
 
 def manifest_json(manifest: dict[str, Any]) -> str:

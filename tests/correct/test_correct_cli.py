@@ -84,9 +84,11 @@ def test_correct_bad_options_exit_2(workspace, args, message):
 
 def test_compare_cli_gates_and_bad_files(workspace, tmp_path):
     d = workspace
-    b, a = d / "bundle" / "before.json", d / "bundle" / "after.json"
-    if not b.exists():
-        pytest.skip("needs the bundle of test_correct_writes_bundle_and_prints_compare")
+    b, a = tmp_path / "before.json", tmp_path / "after.json"
+    for path, extra in ((b, []), (a, ["--threshold", "0.3"])):  # two operating points of one model
+        res = runner.invoke(app, ["audit", str(d / "test.csv"), "--model", str(d / "model"), "--label", "y",
+                                  "--group", "grp", "--bootstrap", "0", "--output", str(path), *extra])
+        assert res.exit_code == 0, res.output
     delta = json.loads(a.read_text())["summary"]["accuracy"] - json.loads(b.read_text())["summary"]["accuracy"]
     res = runner.invoke(app, ["compare", str(b), str(a), "--format", "json",
                               "--fail-on", f"delta.accuracy<{delta + 1.0}"])

@@ -1,0 +1,30 @@
+"""benchmarks/audit_speed.py --quick runs and prints its table (no timing is asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "audit_speed.py"
+# A few seconds on an idle 2-core machine; skip rather than fail on a busy one.
+TIMEOUT_S = 90
+
+
+def test_audit_speed_quick_prints_the_table(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(SCRIPT), "--quick", "--rows-t1", "2000", "--rows-large", "5000",
+           "--data-dir", str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"benchmarks/audit_speed.py --quick took over {TIMEOUT_S} s on this machine")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "target" in out and "figure" in out
+    for target in ("T1", "T2", "T3", "T4", "T5"):
+        assert any(line.startswith(target) for line in out.splitlines()), (target, out)
+    assert "ALL TARGETS PASS" in out or "SOME TARGETS FAILED" in out
+    assert ("PASS" in out) or ("FAIL" in out)
