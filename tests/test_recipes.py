@@ -101,7 +101,6 @@ def test_recipe_gate_trips_exit_1(tmp_path):
 
 def test_digits_color_recipe_end_to_end(tmp_path):
     """The vision path: generated coloured digits, a factory CNN, and a real colour-shortcut disparity."""
-    import torch
     import yaml
 
     raw = yaml.safe_load((ROOT / "recipes" / "digits_color.yaml").read_text())
@@ -112,12 +111,7 @@ def test_digits_color_recipe_end_to_end(tmp_path):
     path = tmp_path / "digits_color.yaml"
     path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "run"
-    before_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        res = runner.invoke(app, ["run", str(path), "--out", str(out), "--format", "json"])
-    finally:
-        torch.set_num_threads(before_threads)
+    res = runner.invoke(app, ["run", str(path), "--out", str(out), "--format", "json"])
     assert res.exit_code == 0, res.output
     assert set(json.loads((out / "steps.json").read_text())) == {
         "train", "audit_before", "detect", "correct", "audit_after", "compare"}

@@ -12,6 +12,17 @@ from fairfix.report.io import write_atomic
 from fairfix.report.render import EXTENSION_FORMATS, Format
 
 
+def check_outputs(out: Path | None, output: Path | None, force: bool) -> None:
+    """Fail before any work when an artifact directory or report file would be overwritten."""
+    from fairfix import errors
+    from fairfix.report.io import check_writable
+
+    if out is not None and out.exists() and not force:
+        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
+    if output is not None:
+        check_writable(output, force)
+
+
 def choose_format(fmt: Format | None, output: Path | None) -> Format:
     """--format wins; else the --output extension; else a table."""
     if fmt is not None:

@@ -51,12 +51,7 @@ def correct(
     from fairfix.correct.run import correct as run_correct
     from fairfix.detect.fit import DetectorConfig
 
-    if out.exists() and not force:
-        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
-    if output is not None:
-        from fairfix.report.io import check_writable
-
-        check_writable(output, force)
+    _output.check_outputs(out, output, force)
     if tau == "auto":
         tau_value = None
     else:

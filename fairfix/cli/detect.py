@@ -39,15 +39,9 @@ def detect(
     force: Annotated[bool, typer.Option("--force", help="Replace --out / --output if they exist.")] = False,
 ) -> None:
     """Fit a detector of minority-group membership; prints fairfix.detect/1."""
-    from fairfix import errors
     from fairfix.detect.fit import DetectorConfig, fit_detector
 
-    if out.exists() and not force:
-        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
-    if output is not None:
-        from fairfix.report.io import check_writable
-
-        check_writable(output, force)
+    _output.check_outputs(out, output, force)
     config = DetectorConfig(mode=mode, layer=layer, hidden=hidden, epochs=epochs, holdout=holdout, seed=seed,
                             unsupervised=unsupervised, contamination=contamination, tau=tau)
     loaded = _model.load(model, factory, features, text_column)

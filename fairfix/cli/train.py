@@ -53,10 +53,7 @@ def train(
         widths = [int(h) for h in hidden.split(",") if h.strip()]
     except ValueError:
         raise _usage(f"--hidden {hidden!r}: expected comma-separated integers, e.g. 128,64") from None
-    if out.exists() and not force:
-        from fairfix import errors
-
-        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
+    _output.check_outputs(out, None, force)
     with _output.EpochProgress("training") as progress:
         summary = train_model(
             data, label=label, out=out, features=_model.split_columns(features), exclude=exclude or [],

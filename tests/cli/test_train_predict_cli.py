@@ -29,15 +29,6 @@ N = 2000
 GROUPS = ["--group", "sex", "--group", "race"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: torch's thread pool only adds spin-waiting on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def cli(*args: str | os.PathLike[str]):
     """Run ``fairfix ARGS`` in-process; the result has exit_code, stdout and stderr."""
     env = {"FAIRFIX_DEBUG": "", "NO_COLOR": "1", "FAIRFIX_NO_PROGRESS": "1"}

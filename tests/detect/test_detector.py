@@ -28,15 +28,6 @@ from fairfix.models.tabular import TrainConfig, train_tabular
 FEATURES = ["x0", "x1", "x2", "x3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: torch's thread pool only adds spin-waiting on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- synthetic representations ------------------------------------------------------
 
 

@@ -25,15 +25,6 @@ from fairfix.training import select_features, train_model
 HIDDEN = [16, 8]  # distinct widths, so a tap at the wrong layer shows in the shape
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: torch's thread pool only adds spin-waiting on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
     df = load_adult("train").sample(2000, random_state=0).reset_index(drop=True)
