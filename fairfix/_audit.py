@@ -153,6 +153,8 @@ def audit(
             raise errors.UsageError(f"--threshold {threshold:g}: must lie in [0, 1]")
     if not 0.0 < ci < 1.0:
         raise errors.UsageError(f"--ci {ci:g}: must lie strictly between 0 and 1")
+    if seed is not None and seed < 0:
+        raise errors.UsageError(f"--seed {seed}: must be >= 0")
     if bootstrap < 0:
         raise errors.UsageError(f"--bootstrap {bootstrap}: must be >= 0")
     if min_group_size < 0:

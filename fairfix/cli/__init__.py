@@ -15,6 +15,7 @@ from fairfix import __version__
 from fairfix.cli import _fastparams
 
 _fastparams.install()  # plain option values skip Pydantic (~0.2 s at every start)
+_fastparams.single_blas_thread()  # audit: no idle OpenBLAS thread pool (before numpy loads)
 
 app = typer.Typer(
     name="fairfix",

@@ -150,8 +150,7 @@ class Table:
         elif self.fmt == "jsonl":
             yield from self._jsonl_batches(cols, batch_rows)
         else:  # in-memory pyarrow table
-            for batch in self._source.select(cols).to_batches(max_chunksize=batch_rows):
-                yield batch
+            yield from self._source.select(cols).to_batches(max_chunksize=batch_rows)
 
     # -- CSV ------------------------------------------------------------------
     def _csv_batches(self, cols, batch_rows, categorical, numeric):

@@ -252,10 +252,11 @@ def encode(arr: Any, vocab: _Vocab) -> tuple[np.ndarray, np.ndarray | None]:
     The codes are an integer array: int64, or the dictionary's own indices (int32,
     usually) when they already are the codes.  When no row is missing it may be a
     read-only view of the Arrow data (copy it before writing to it); when rows are
-    missing it is a fresh int64 array.  NaN counts as missing
-    for float columns.  Dictionary-encoded columns (how tables.py reads group and
-    label columns) and null-free integer columns are coded with numpy alone, in a
-    few vectorised passes; other columns are dictionary-encoded by pyarrow first.
+    missing it is a fresh int64 array.  NaN counts as missing for float columns.
+
+    Dictionary-encoded columns (how tables.py reads group and label columns) and
+    null-free integer columns are coded with numpy alone, in a few vectorised
+    passes; other columns are dictionary-encoded by pyarrow first.
     """
     import pyarrow as pa
 

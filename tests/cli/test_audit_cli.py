@@ -812,3 +812,11 @@ def test_no_color_on_a_terminal(data: Path) -> None:
     usage = _run_in_terminal([_script(), "audit", "x.csv", "--label", "y"], _env(NO_COLOR="1"), 2)
     assert "Missing option '--group'" in usage and "\x1b" not in usage
     assert "\x1b" not in _run_in_terminal([_script(), "audit", "--help"], _env(NO_COLOR="1"), 0)
+
+
+def test_negative_seed_is_a_usage_error(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("y,p,g\n1,1,a\n0,1,b\n1,0,a\n0,0,b\n")
+    res = CliRunner().invoke(app, ["audit", str(data), "--label", "y", "--pred", "p", "--group", "g", "--seed", "-3"])
+    assert res.exit_code == 2
+    assert "--seed -3: must be >= 0" in res.stderr
