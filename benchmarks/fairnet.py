@@ -51,7 +51,6 @@ import hashlib
 import json
 import math
 import platform
-import re
 import statistics
 import sys
 import time
@@ -60,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _results import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -1065,14 +1065,7 @@ def render(
 
 def write_results(text: str) -> None:
     """Replace (or append) this script's section of docs/results.md; nothing else is touched."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    current = RESULTS.read_text() if RESULTS.exists() else "# Results\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}[ \t]*\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        new = pattern.sub(lambda _m: text.rstrip("\n") + "\n\n", current, count=1)
-    else:
-        new = current.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new.rstrip("\n") + "\n")
+    write_section(SECTION, text, RESULTS)
 
 
 def main() -> int:
