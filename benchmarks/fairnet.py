@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""FairNet correction (``fairfix.correct``) vs ERM and four peers: Adult, COMPAS, CelebA attributes.
+"""FairNet correction (``fairfix.correct``) vs ERM and five peers: Adult, COMPAS, CelebA attributes.
 
 The issue's targets:
 
@@ -7,7 +7,7 @@ The issue's targets:
    the base model, worst-group accuracy up by >= 5 points on Adult and COMPAS and by
    >= 20 points on CelebA;
 2. the tau-sweep curve of the corrected model lies above the ThresholdOptimizer and
-   ExponentiatedGradient points (GroupDRO and DFR placed relative to it);
+   ExponentiatedGradient points (GroupDRO, JTT and DFR placed relative to it);
 3. with 10% sensitive labels >= 80% of the full-label WGA gain; with none a positive gain.
 
 Usage::
@@ -39,7 +39,9 @@ Protocol per dataset and seed (nothing is tuned on test):
   uses the group at prediction time); ExponentiatedGradient (EqualizedOdds, default eps,
   LogisticRegression on the ERM preprocessor's one-hot/standardised features, fitted on the
   ERM training rows); GroupDRO (same MLP, same preprocessing, DRO over (group, label) cells,
-  eta 0.01, early stopping on validation WGA); DFR (L1 logistic regression on the ERM
+  eta 0.01, early stopping on validation WGA); JTT (same MLP and loop: a 1-epoch
+  identification model's training errors upweighted by lambda_up in {5, 20, 50}, chosen with
+  early stopping by validation WGA); DFR (L1 logistic regression on the ERM
   model's head input, fitted on cell-balanced validation subsamples, C chosen on one half of
   validation by WGA on the other, then refitted on all of validation).
 """
@@ -76,9 +78,10 @@ METHODS = [
     "ThresholdOptimizer (EO)",
     "ExponentiatedGradient (EO)",
     "GroupDRO",
+    "JTT",
     "DFR",
 ]
-PEERS = ["ThresholdOptimizer (EO)", "ExponentiatedGradient (EO)", "GroupDRO", "DFR"]
+PEERS = ["ThresholdOptimizer (EO)", "ExponentiatedGradient (EO)", "GroupDRO", "JTT", "DFR"]
 COMPAS_NUMERIC = [
     "age",
     "juv_fel_count",
@@ -422,6 +425,89 @@ def group_dro(
     return module, {"epochs_run": epoch + 1, "best_epoch": best_epoch + 1, "val_wga": best}
 
 
+def jtt(
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_va: np.ndarray,
+    y_va: np.ndarray,
+    g_va: np.ndarray,
+    n_groups: int,
+    seed: int,
+    quick: bool,
+    id_epochs: int = 1,
+    lambdas: tuple[float, ...] = (5.0, 20.0, 50.0),
+    patience: int = 5,
+) -> tuple[Any, dict[str, Any]]:
+    """Just Train Twice (Liu et al. 2021); same MLP, preprocessing and loop as ``group_dro``.
+
+    Identification: the MLP trained with plain cross-entropy for ``id_epochs`` epochs; its
+    training-set errors get weight ``lambda_up`` in a second, from-scratch training (weighted
+    cross-entropy, batch loss = sum(w * loss) / sum(w)), early-stopped on validation WGA.
+    ``lambda_up`` is the one of ``lambdas`` with the best validation WGA.  Groups are read on
+    validation only.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from fairfix.models.tabular import TabularMLP, TrainConfig
+
+    cfg = TrainConfig(seed=seed)
+    epochs = 3 if quick else cfg.epochs
+    xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
+    xv = torch.as_tensor(x_va)
+
+    def train(weights: torch.Tensor, n_epochs: int, select: bool) -> tuple[Any, int, int, float]:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = TabularMLP(x_tr.shape[1], cfg.hidden, 2, cfg.dropout)
+            opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            gen = torch.Generator().manual_seed(seed)
+            best, best_epoch, best_state = -1.0, -1, None
+            for epoch in range(n_epochs):
+                module.train()
+                perm = torch.randperm(len(yt), generator=gen)
+                for s in range(0, len(perm), cfg.batch_size):
+                    idx = perm[s : s + cfg.batch_size]
+                    w = weights[idx]
+                    loss = (w * F.cross_entropy(module(xt[idx]), yt[idx], reduction="none")).sum() / w.sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                if not select:
+                    continue
+                module.eval()
+                with torch.no_grad():
+                    pred = module(xv).argmax(1).numpy()
+                wga = metrics(pred, y_va, g_va, n_groups, 1)["worst_group_accuracy"]
+                if wga > best + 1e-12:
+                    best, best_epoch = wga, epoch
+                    best_state = {k: v.clone() for k, v in module.state_dict().items()}
+                if epoch - best_epoch >= patience:
+                    break
+            if select:
+                module.load_state_dict(best_state)
+        module.eval()
+        return module, epoch + 1, best_epoch + 1, best
+
+    ident, _, _, _ = train(torch.ones(len(yt)), id_epochs, select=False)
+    with torch.no_grad():
+        errors = ident(xt).argmax(1) != yt
+    fits = {}
+    for lam in lambdas:
+        fits[lam] = train(1.0 + (lam - 1.0) * errors.float(), epochs, select=True)
+    lam = max(lambdas, key=lambda v: (fits[v][3], -lambdas.index(v)))
+    module, epochs_run, best_epoch, val_wga = fits[lam]
+    info = {
+        "lambda_up": lam,
+        "error_rate": float(errors.float().mean()),
+        "epochs_run": epochs_run,
+        "best_epoch": best_epoch,
+        "val_wga": val_wga,
+        "val_wga_by_lambda": {str(v): fits[v][3] for v in lambdas},
+    }
+    return module, info
+
+
 def dfr(
     model: Any,
     f_va: np.ndarray,
@@ -655,6 +741,15 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
         **info,
     }
     t0 = time.perf_counter()
+    module, info = jtt(x_tr, y_tr, x_va, y_va, g_va, n_groups, seed, quick)
+    with torch.no_grad():
+        pred = module(torch.as_tensor(x_te)).argmax(1).numpy()
+    out["methods"]["JTT"] = {
+        **metrics(pred, y_te, g_te, n_groups, 1),
+        "seconds": time.perf_counter() - t0,
+        **info,
+    }
+    t0 = time.perf_counter()
     last = f"blocks.{len(model.module.blocks) - 1}"  # its output is the head's input
     f_va = model.representation({"x": torch.as_tensor(x_va)}, layer=last).values.numpy()
     f_te = model.representation({"x": torch.as_tensor(x_te)}, layer=last).values.numpy()
@@ -855,7 +950,7 @@ def evaluate_targets(task_name: str, runs: list[dict[str, Any]], wga_target: flo
 def placement(runs: list[dict[str, Any]]) -> list[str]:
     curve, full = mean_curve(runs), mean_curve(runs, "curve_full_strength")
     out = []
-    for peer in ("GroupDRO", "DFR"):
+    for peer in ("GroupDRO", "JTT", "DFR"):
         ms = [r["methods"][peer] for r in runs]
         acc, wga = (
             mean_std([m["accuracy"] for m in ms])[0],
@@ -915,6 +1010,7 @@ def plot(task_name: str, key: str, runs: list[dict[str, Any]], path: Path) -> bo
         "ThresholdOptimizer (EO)": ("C1", "^"),
         "ExponentiatedGradient (EO)": ("C2", "v"),
         "GroupDRO": ("C3", "D"),
+        "JTT": ("C5", "h"),
         "DFR": ("C4", "o"),
     }
     for name, (color, marker) in markers.items():
@@ -961,7 +1057,7 @@ def render(
         "default "
         "`CorrectConfig` / `DetectorConfig`) on the ERM tabular MLP (default `TrainConfig`, "
         "128-64, "
-        "sensitive column excluded from the inputs) against four peers. Every figure is on the "
+        "sensitive column excluded from the inputs) against five peers. Every figure is on the "
         "test split; "
         "nothing is tuned on test. WGA = worst-group accuracy over (group, label) cells; EOD max = "
         "max(TPR gap, FPR gap) (Fairlearn's equalized_odds_difference); EOD mean = the FairNet "
@@ -1000,7 +1096,11 @@ def render(
         "label) cells, "
         "eta 0.01, AdamW lr 1e-3, batch 256, up to 30 epochs, the epoch with the best validation "
         "WGA, "
-        "patience 5); DFR (L1 `LogisticRegression` on the ERM model's head input, standardised; "
+        "patience 5); JTT (Just Train Twice: same MLP, preprocessing and loop; an identification "
+        "model trained 1 epoch with plain cross-entropy, its training-set errors upweighted by "
+        "lambda_up in a from-scratch retraining (weighted cross-entropy), up to 30 epochs, the epoch "
+        "with the best validation WGA, patience 5; lambda_up from (5, 20, 50) by validation WGA; "
+        "groups read on validation only); DFR (L1 `LogisticRegression` on the ERM model's head input, standardised; "
         "cell-balanced "
         "validation subsamples, 5 draws averaged; C from (1, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01) by "
         "WGA when "
@@ -1130,7 +1230,7 @@ def main() -> int:
             )
             log(f"{task.name}: {(time.perf_counter() - t0) / 60:.1f} min")
         minutes = (time.perf_counter() - start) / 60
-        cmd = ("python benchmarks/fairnet.py " + " ".join(sys.argv[1:])).strip()
+        cmd = (f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])).strip()
     text, results = render(
         all_runs,
         notes,
