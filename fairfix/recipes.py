@@ -462,15 +462,17 @@ def run_recipe(
                 "min_group_size": int(audit_cfg.get("min_group_size", 30)),
                 "fail_on": [str(g) for g in audit_cfg.get("fail_on") or []]}
 
+    def audit_to(path: Path, audited: Any) -> Callable[[], None]:
+        def do_audit() -> None:
+            rep = fairfix.audit(eval_for_audit, label=label, group=audit_groups, model=audited, **audit_kw)
+            write_atomic(path, json.dumps(rep.to_dict(), indent=2, allow_nan=False) + "\n", force=True)
+
+        return do_audit
+
     # 2. audit of the base model
     before_path = out / "audit_before.json"
-
-    def do_audit_before() -> None:
-        rep = fairfix.audit(eval_for_audit, label=label, group=audit_groups, model=model, **audit_kw)
-        write_atomic(before_path, json.dumps(rep.to_dict(), indent=2, allow_nan=False) + "\n", force=True)
-
     if step("audit_before", {"data": data_key, "model": model.digest, "audit": audit_kw}, [before_path],
-            do_audit_before):
+            audit_to(before_path, model)):
         return result
 
     # 3. the detector, fitted on the same training split that `correct` will use
@@ -518,13 +520,8 @@ def run_recipe(
     # 5. audit of the corrected model, 6. the comparison
     after_path = out / "audit_after.json"
     corrected = load_model(bundle_dir)
-
-    def do_audit_after() -> None:
-        rep = fairfix.audit(eval_for_audit, label=label, group=audit_groups, model=corrected, **audit_kw)
-        write_atomic(after_path, json.dumps(rep.to_dict(), indent=2, allow_nan=False) + "\n", force=True)
-
     if step("audit_after", {"data": data_key, "bundle": corrected.digest, "audit": audit_kw}, [after_path],
-            do_audit_after):
+            audit_to(after_path, corrected)):
         return result
     compare_path = out / "compare.json"
     cmp_gates = [str(g) for g in recipe.section("compare").get("fail_on") or []]
