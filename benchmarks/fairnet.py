@@ -363,6 +363,60 @@ def exponentiated_gradient(
     return np.asarray(eg.predict(x_te.astype(np.float64), random_state=seed)).astype(np.int64)
 
 
+def _train_mlp(
+    x_tr: np.ndarray,
+    x_va: np.ndarray,
+    y_va: np.ndarray,
+    g_va: np.ndarray,
+    n_groups: int,
+    seed: int,
+    n_epochs: int,
+    batch_loss: Any,
+    select: bool = True,
+    patience: int = 5,
+) -> tuple[Any, int, int, float]:
+    """The MLP loop GroupDRO and JTT share: seeded init and shuffling, ``batch_loss(module, idx)``
+    per step, and (``select``) early stopping on validation worst-group accuracy.
+
+    Returns ``(module, epochs run, best epoch, best validation WGA)``.
+    """
+    import torch
+
+    from fairfix.models.tabular import TabularMLP, TrainConfig
+
+    cfg = TrainConfig(seed=seed)
+    xv = torch.as_tensor(x_va)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = TabularMLP(x_tr.shape[1], cfg.hidden, 2, cfg.dropout)
+        opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(seed)
+        best, best_epoch, best_state = -1.0, -1, None
+        for epoch in range(n_epochs):
+            module.train()
+            perm = torch.randperm(len(x_tr), generator=gen)
+            for s in range(0, len(perm), cfg.batch_size):
+                loss = batch_loss(module, perm[s : s + cfg.batch_size])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if not select:
+                continue
+            module.eval()
+            with torch.no_grad():
+                pred = module(xv).argmax(1).numpy()
+            wga = metrics(pred, y_va, g_va, n_groups, 1)["worst_group_accuracy"]
+            if wga > best + 1e-12:
+                best, best_epoch = wga, epoch
+                best_state = {k: v.clone() for k, v in module.state_dict().items()}
+            if epoch - best_epoch >= patience:
+                break
+        if select:
+            module.load_state_dict(best_state)
+    module.eval()
+    return module, epoch + 1, best_epoch + 1, best
+
+
 def group_dro(
     model: Any,
     x_tr: np.ndarray,
@@ -381,48 +435,27 @@ def group_dro(
     import torch
     import torch.nn.functional as F
 
-    from fairfix.models.tabular import TabularMLP, TrainConfig
+    from fairfix.models.tabular import TrainConfig
 
-    cfg = TrainConfig(seed=seed)
-    epochs = 3 if quick else cfg.epochs
+    epochs = 3 if quick else TrainConfig().epochs
     n_cells = n_groups * 2
     cell_tr = torch.as_tensor(g_tr * 2 + y_tr)
     xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
-    xv = torch.as_tensor(x_va)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = TabularMLP(x_tr.shape[1], cfg.hidden, 2, cfg.dropout)
-        opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        gen = torch.Generator().manual_seed(seed)
-        q = torch.full((n_cells,), 1.0 / n_cells)
-        best, best_epoch, best_state = -1.0, -1, None
-        for epoch in range(epochs):
-            module.train()
-            perm = torch.randperm(len(yt), generator=gen)
-            for s in range(0, len(perm), cfg.batch_size):
-                idx = perm[s : s + cfg.batch_size]
-                losses = F.cross_entropy(module(xt[idx]), yt[idx], reduction="none")
-                cells = cell_tr[idx]
-                cnt = torch.bincount(cells, minlength=n_cells).float()
-                cell_loss = torch.zeros(n_cells).index_add(0, cells, losses) / cnt.clamp(min=1)
-                q = q * torch.exp(eta * cell_loss.detach())  # absent cells: loss 0, q unchanged
-                q = q / q.sum()
-                loss = (q * cell_loss).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            module.eval()
-            with torch.no_grad():
-                pred = module(xv).argmax(1).numpy()
-            wga = metrics(pred, y_va, g_va, n_groups, 1)["worst_group_accuracy"]
-            if wga > best + 1e-12:
-                best, best_epoch = wga, epoch
-                best_state = {k: v.clone() for k, v in module.state_dict().items()}
-            if epoch - best_epoch >= patience:
-                break
-        module.load_state_dict(best_state)
-    module.eval()
-    return module, {"epochs_run": epoch + 1, "best_epoch": best_epoch + 1, "val_wga": best}
+    q = torch.full((n_cells,), 1.0 / n_cells)
+
+    def batch_loss(module: Any, idx: Any) -> Any:
+        nonlocal q
+        losses = F.cross_entropy(module(xt[idx]), yt[idx], reduction="none")
+        cells = cell_tr[idx]
+        cnt = torch.bincount(cells, minlength=n_cells).float()
+        cell_loss = torch.zeros(n_cells).index_add(0, cells, losses) / cnt.clamp(min=1)
+        q = q * torch.exp(eta * cell_loss.detach())  # absent cells: loss 0, q unchanged
+        q = q / q.sum()
+        return (q * cell_loss).sum()
+
+    module, epochs_run, best_epoch, best = _train_mlp(x_tr, x_va, y_va, g_va, n_groups, seed, epochs, batch_loss,
+                                                      patience=patience)
+    return module, {"epochs_run": epochs_run, "best_epoch": best_epoch, "val_wga": best}
 
 
 def jtt(
@@ -449,45 +482,17 @@ def jtt(
     import torch
     import torch.nn.functional as F
 
-    from fairfix.models.tabular import TabularMLP, TrainConfig
+    from fairfix.models.tabular import TrainConfig
 
-    cfg = TrainConfig(seed=seed)
-    epochs = 3 if quick else cfg.epochs
+    epochs = 3 if quick else TrainConfig().epochs
     xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
-    xv = torch.as_tensor(x_va)
 
     def train(weights: torch.Tensor, n_epochs: int, select: bool) -> tuple[Any, int, int, float]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            module = TabularMLP(x_tr.shape[1], cfg.hidden, 2, cfg.dropout)
-            opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            gen = torch.Generator().manual_seed(seed)
-            best, best_epoch, best_state = -1.0, -1, None
-            for epoch in range(n_epochs):
-                module.train()
-                perm = torch.randperm(len(yt), generator=gen)
-                for s in range(0, len(perm), cfg.batch_size):
-                    idx = perm[s : s + cfg.batch_size]
-                    w = weights[idx]
-                    loss = (w * F.cross_entropy(module(xt[idx]), yt[idx], reduction="none")).sum() / w.sum()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                if not select:
-                    continue
-                module.eval()
-                with torch.no_grad():
-                    pred = module(xv).argmax(1).numpy()
-                wga = metrics(pred, y_va, g_va, n_groups, 1)["worst_group_accuracy"]
-                if wga > best + 1e-12:
-                    best, best_epoch = wga, epoch
-                    best_state = {k: v.clone() for k, v in module.state_dict().items()}
-                if epoch - best_epoch >= patience:
-                    break
-            if select:
-                module.load_state_dict(best_state)
-        module.eval()
-        return module, epoch + 1, best_epoch + 1, best
+        def batch_loss(module: Any, idx: Any) -> Any:
+            w = weights[idx]
+            return (w * F.cross_entropy(module(xt[idx]), yt[idx], reduction="none")).sum() / w.sum()
+
+        return _train_mlp(x_tr, x_va, y_va, g_va, n_groups, seed, n_epochs, batch_loss, select, patience)
 
     ident, _, _, _ = train(torch.ones(len(yt)), id_epochs, select=False)
     with torch.no_grad():
