@@ -29,6 +29,13 @@ class OutputExistsError(FairfixError):
     """An output path that exists and would be overwritten without ``--force``."""
 
 
+def check_options(what: str, options: object, checks: dict[str, bool]) -> None:
+    """Raise UsageError naming the first option whose check failed, with its value."""
+    for name, ok in checks.items():
+        if not ok:
+            raise UsageError(f"{what} option {name}={getattr(options, name)!r} is out of range")
+
+
 # Message templates that the tests assert (fairlearn keeps its messages as constants too).
 MISSING_FILE = "{path}: no such file"
 EMPTY_FILE = "{path}: the file is empty"

@@ -63,9 +63,7 @@ class CorrectConfig:
             "tau": self.tau is None or 0 <= self.tau <= 1,
             "strengths": len(self.strengths) >= 1 and all(0 < x <= 1 for x in self.strengths),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise errors.UsageError(f"correction option {name}={getattr(self, name)!r} is out of range")
+        errors.check_options("correction", self, checks)
 
 
 class CorrectedModel(Model):

@@ -65,9 +65,7 @@ class DetectorConfig:
             "holdout": 0.0 < self.holdout < 1.0, "contamination": 0.0 < self.contamination < 1.0,
             "hidden": self.hidden >= 1, "tau": 0.0 <= self.tau <= 1.0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise errors.UsageError(f"detector option {name}={getattr(self, name)!r} is out of range")
+        errors.check_options("detector", self, checks)
 
 
 @dataclass

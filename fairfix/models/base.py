@@ -37,6 +37,9 @@ class Representation:
         return self.values.dim() == 3
 
 
+MODEL_SCHEMA = "fairfix.model/1"
+
+
 class Model(ABC):
     """A loaded classifier.
 
@@ -184,6 +187,32 @@ class Model(ABC):
         values = store["out"]
         mask = inputs.get("attention_mask") if values.dim() == 3 else None
         return Representation(values, mask)
+
+    def write_model_dir(
+        self,
+        out: str | Path,
+        write_files: Any,
+        *,
+        config: dict[str, Any],
+        training: dict[str, Any] | None,
+        extra: dict[str, Any],
+        force: bool = False,
+    ) -> dict[str, Any]:
+        """Write a ``fairfix.model/1`` directory: ``write_files(tmp)`` writes the weights; returns the manifest."""
+        from fairfix.artifacts import write_artifact
+
+        return write_artifact(
+            out, kind="model", schema=MODEL_SCHEMA, write_files=write_files, force=force, config=config,
+            extra={"model_kind": self.kind, "classes": self.classes, "positive": self.positive, **extra,
+                   "training": training or {}},
+        )
+
+    def write_state_dict(self, path: Path) -> None:
+        """The module's tensors as a safetensors file (never a pickle)."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
+        save_file(state, str(path), metadata={"format": "pt"})
 
     def describe(self) -> dict[str, Any]:
         """What `fairfix` records about a model in reports."""

@@ -46,11 +46,7 @@ class ErmConfig:
         })
 
     def _check(self, checks: dict[str, bool]) -> None:
-        for name, ok in checks.items():
-            if not ok:
-                raise errors.UsageError(
-                    f"training option {name}={getattr(self, name)!r} is out of range"
-                )
+        errors.check_options("training", self, checks)
 
 
 def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

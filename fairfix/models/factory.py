@@ -31,7 +31,6 @@ from fairfix.models.base import Model, check_state_dict, load_safetensors
 from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
 KIND = "factory"
-SCHEMA = "fairfix.model/1"
 WEIGHTS = "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 
@@ -111,25 +110,10 @@ class FactoryModel(Model):
 
         Returns the manifest.
         """
-        from safetensors.torch import save_file
-
-        from fairfix.artifacts import write_artifact
-
-        def write(tmp: Path) -> None:
-            state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-
         config = {**(config or {}), "factory": self.factory, "features": self.features}
-        return write_artifact(
-            out, kind="model", schema=SCHEMA, write_files=write, force=force,
-            config=config,
-            extra={
-                "model_kind": self.kind,
-                "classes": self.classes,
-                "positive": self.positive,
-                "single_logit": self.single_logit,
-                "training": training or {},
-            },
+        return self.write_model_dir(
+            out, lambda tmp: self.write_state_dict(tmp / WEIGHTS), config=config, training=training, force=force,
+            extra={"single_logit": self.single_logit},
         )
 
 

@@ -31,7 +31,6 @@ from fairfix import errors
 from fairfix.models.base import Model
 
 KIND = "hf_sequence_classification"
-SCHEMA = "fairfix.model/1"
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 # Query/value projections across BERT, RoBERTa, ELECTRA (query/value), DistilBERT
 # (q_lin/v_lin), DeBERTa (query_proj/value_proj) and most others (q_proj/v_proj).
@@ -121,8 +120,6 @@ class HFModel(Model):
 
         Returns the manifest.
         """
-        from fairfix.artifacts import write_artifact
-
         hf_module: Any = self.module
 
         def write(tmp: Path) -> None:
@@ -131,17 +128,9 @@ class HFModel(Model):
                 self.tokenizer.save_pretrained(tmp)
 
         config = {**(config or {}), "text_column": self.text_column, "max_length": self.max_length}
-        return write_artifact(
-            out, kind="model", schema=SCHEMA, write_files=write, force=force,
-            config=config,
-            extra={
-                "model_kind": self.kind,
-                "classes": self.classes,
-                "positive": self.positive,
-                "text_column": self.text_column,
-                "max_length": self.max_length,
-                "training": training or {},
-            },
+        return self.write_model_dir(
+            out, write, config=config, training=training, force=force,
+            extra={"text_column": self.text_column, "max_length": self.max_length},
         )
 
 

@@ -22,7 +22,6 @@ from fairfix import errors
 from fairfix.models.base import Model, check_state_dict, load_safetensors
 from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
-SCHEMA = "fairfix.model/1"
 WEIGHTS = "model.safetensors"
 MAX_CATEGORIES = 200  # per column; rarer values share the unknown bucket
 
@@ -186,25 +185,12 @@ class TabularModel(Model):
 
     def save(self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False) -> dict[str, Any]:
         """Write the model directory (manifest + safetensors)."""
-        from safetensors.torch import save_file
-
-        from fairfix.artifacts import write_artifact
-
-        def write(tmp: Path) -> None:
-            state = {k: v.detach().contiguous() for k, v in self.module.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-
-        return write_artifact(
-            out, kind="model", schema=SCHEMA, write_files=write, force=force,
-            config=config,
+        return self.write_model_dir(
+            out, lambda tmp: self.write_state_dict(tmp / WEIGHTS), config=config, training=training, force=force,
             extra={
-                "model_kind": self.kind,
                 "architecture": {"n_in": self.pre.width, "hidden": list(config["hidden"]),
                                  "n_classes": len(self.classes), "dropout": config["dropout"]},
                 "preprocessing": asdict(self.pre),
-                "classes": self.classes,
-                "positive": self.positive,
-                "training": training,
             },
         )
 
