@@ -138,7 +138,7 @@ def blank(frame: Any, column: str, keep: float, seed: int) -> Any:
     return out
 
 
-def run_seed(task: Task, seed: int, quick: bool, log: Any) -> list[dict[str, Any]]:
+def run_seed(task: Task, seed: int, quick: bool, log: Any, hidden: int = 64) -> list[dict[str, Any]]:
     from sklearn.metrics import roc_auc_score
 
     from fairfix.detect import DetectorConfig, fit_detector
@@ -175,6 +175,7 @@ def run_seed(task: Task, seed: int, quick: bool, log: Any) -> list[dict[str, Any
     for name, keep, method in VARIANTS:
         cfg = DetectorConfig(
             seed=seed,
+            hidden=hidden,
             epochs=5 if quick else 40,
             mode="none" if method else ("full" if keep == 1.0 else "partial"),
             unsupervised=method or "combined",
@@ -376,6 +377,8 @@ def write_results(text: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=64,
+                    help="detector hidden width (0: linear; 64: fairfix's default)")
     ap.add_argument("--datasets", default="adult,celeba", help="comma-separated: adult, celeba")
     ap.add_argument("--celeba-rows", type=int, default=60_000)
     ap.add_argument("--celeba-eval-rows", type=int, default=20_000)
@@ -421,7 +424,7 @@ def main() -> int:
         rows = []
         for task in tasks:
             for seed in range(seeds):
-                rows.extend(run_seed(task, seed, args.quick, log))
+                rows.extend(run_seed(task, seed, args.quick, log, args.hidden))
         meta = {
             "command": ("python benchmarks/detector.py " + " ".join(sys.argv[1:])).strip(),
             "minutes": (time.perf_counter() - start) / 60,

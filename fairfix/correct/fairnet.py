@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from fairfix import errors
 from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
@@ -85,6 +86,14 @@ class CorrectedModel(Model):
         self.info = info or {}
         self.batch_rows = base.batch_rows
         self.numeric_columns = base.numeric_columns
+        self._lora: list[nn.Module] | None = None  # the LoRA layers, found on first use
+
+    @property
+    def lora(self) -> list[nn.Module]:
+        """The adapter's LoRA layers (one walk over the modules, then kept)."""
+        if self._lora is None:
+            self._lora = lora_layers(self.base.module)
+        return self._lora
 
     def encode(self, frame: Any) -> dict[str, torch.Tensor]:
         """The base model's inputs."""
@@ -101,14 +110,15 @@ class CorrectedModel(Model):
             mode = "detector" if self.enabled else "off"
         return gated_forward(self.base, inputs, tap_layer=self.tap_layer, mode=mode,
                              detector=self.detector.module,
-                             tau=self.tau if tau is None else tau)
+                             tau=self.tau if tau is None else tau, layers=self.lora)
 
     @torch.no_grad()
     def predict_with_extras(self, frame: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Probabilities plus ``risk`` and ``corrected`` (adapter on) per row."""
         logits, risk, flagged = gated_forward(
             self.base, self.encode(frame), tap_layer=self.tap_layer, mode="detector",
-            detector=self.detector.module, tau=self.tau if self.enabled else math.inf)
+            detector=self.detector.module, tau=self.tau if self.enabled else math.inf,
+            layers=self.lora)
         proba = torch.softmax(logits.float(), dim=-1).double().numpy()
         assert risk is not None
         return proba, {"risk": risk, "corrected": flagged}

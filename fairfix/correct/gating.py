@@ -1,31 +1,30 @@
 """One-pass conditional inference (DESIGN.md section 1, step 4).
 
 One forward pass of the adapted model: a forward hook on the tap layer runs the
-bias detector on the tap's output and fills a per-row gate; every peft LoRA layer
-(all of which sit after the tap) then adds its update to the flagged rows only.
-Rows that are not flagged go through exactly the base layers: their outputs are
-bit-identical to the base model's.  All hooks live in a context manager and are
-removed in ``finally``; nothing is left on the modules between calls.
+bias detector on the tap's output and decides the gate per row; every peft LoRA
+layer (all of which sit after the tap) then adds its update to the flagged rows
+only.  Rows that are not flagged go through exactly the base layers: their outputs
+are bit-identical to the base model's.  All hooks and overrides live in a context
+manager and are removed in ``finally``; nothing is left on the modules between calls.
 
 How a LoRA layer is gated.  A vanilla peft ``lora.Linear`` whose only active adapter
-is ours runs its ordinary forward, ``base_layer(x) + lora_B(lora_A(dropout(x))) *
-scaling``, and a forward hook on its ``lora_B`` sets the update of unflagged rows to
-exactly ``-0.0`` (on the float's bits, see :func:`_zero_unflagged`):
-``y + (-0.0) * scaling == y`` bit for bit for every float ``y`` (scaling > 0; signed
-zeros included, and whatever the adapter's weights hold, NaN included), so those rows
-keep the base layer's output, and flagged rows get exactly the plain peft output.  The
-base layer runs on the whole batch either way, as in the base model.  With every row
-flagged the hook leaves the update alone.  Any other LoRA layer (another layer type, a
-variant such as DoRA, a merged or disabled adapter, other active adapters) is handed
-the gate as peft's ``adapter_names`` (``"default"`` / ``"__base__"`` per row) for its
+is ours gets, for the duration of the block, a forward that runs its base layer on
+the whole batch (as the base model does) and then adds the low-rank update to the
+flagged rows only: ``out.index_add_(0, rows, lora_B(lora_A(dropout(x[rows]))) *
+scaling)``.  Unflagged rows are never touched (exact whatever the adapter's
+weights hold, NaN included), and the adapter's cost scales with the share of rows
+flagged instead of the batch (peft's own forward runs the update on every row).
+With every row flagged the layer runs peft's own forward unchanged; with none, the
+base layer alone.  Any other LoRA layer (another layer type, a variant such as DoRA,
+a merged or disabled adapter, other active adapters) is handed the gate as peft's
+``adapter_names`` (``"default"`` / ``"__base__"`` per row) for its
 ``_mixed_batch_forward``, which is exact too but slow: it builds per-row index lists
-in Python and gathers and scatters rows with them (on the Adult MLP, batch 1024, that
-path cost about half the base model's forward more; docs/performance.md).
+in Python and gathers and scatters rows with them (docs/performance.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,45 +58,17 @@ class Gate:
     mask: torch.Tensor | None = None
     risk: torch.Tensor | None = None
     flagged: torch.Tensor | None = None
+    rows: torch.Tensor | None = None  # indices of the flagged rows
     all_on: bool = False
     names: list[str] = field(default_factory=list)
-    bits: dict[Any, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
-#: Integer type of the same width as each float type (the update is masked on its bits).
-_BITS = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
-         torch.bfloat16: torch.int16}
-
-
-def _zero_unflagged(out: torch.Tensor, flagged: torch.Tensor,
-                    cache: dict[Any, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """``out`` with the rows that are not flagged set to exactly ``-0.0`` (flagged rows untouched).
-
-    ``-0.0`` (not ``+0.0``) because ``y + (-0.0) == y`` for every float ``y``, ``-0.0``
-    included.  Without autograd this is done in place on the float's bits,
-    ``(bits & keep) | sign`` with ``keep`` all ones on flagged rows (0 elsewhere) and
-    ``sign`` the sign bit on the other rows (0 on flagged ones): exact whatever ``out``
-    holds (NaN included) and several times faster on CPU than ``torch.where``, which
-    cost about a tenth of the Adult MLP's forward.
-    """
-    shape = (-1,) + (1,) * (out.dim() - 1)
-    itype = _BITS.get(out.dtype)
-    if itype is None or torch.is_grad_enabled():
-        return torch.where(flagged.view(shape), out, -0.0)
-    key = (itype, out.dim(), out.device)
-    if key not in cache:
-        flag = flagged.to(device=out.device, dtype=itype).view(shape)  # 1 flagged, 0 not
-        cache[key] = (flag.neg(), (1 - flag) * torch.iinfo(itype).min)  # (keep, sign)
-    keep, sign = cache[key]
-    out.view(itype).bitwise_and_(keep).bitwise_or_(sign)
-    return out
-
-
-def _masks_output(layer: nn.Module) -> bool:
+def _row_sparse(layer: nn.Module) -> bool:
     """True when ``layer`` is a vanilla peft LoRA Linear whose only active adapter is ours.
 
-    Its forward then adds ``lora_B(...) * scaling`` to the base output, so gating the
-    output of ``lora_B`` gates the update; anything else goes through ``adapter_names``.
+    Its forward is then ``base_layer(x) + lora_B(lora_A(dropout(x))) * scaling``, which
+    :func:`_sparse_forward` reproduces on the flagged rows; anything else goes through
+    ``adapter_names``.
     """
     from peft.tuners.lora import Linear
 
@@ -106,19 +77,63 @@ def _masks_output(layer: nn.Module) -> bool:
             and not layer.merged and not layer.disable_adapters)
 
 
+def _sparse_forward(layer: nn.Module, gate: Gate) -> Callable[..., torch.Tensor]:
+    """``layer``'s forward with the LoRA update added to the gate's flagged rows only."""
+    base = layer.base_layer
+    lora_a, lora_b = layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]
+    dropout, scaling = layer.lora_dropout[ADAPTER], layer.scaling[ADAPTER]
+    peft_forward = type(layer).forward
+    # Inference on plain factors (no bias, no active dropout): two matrix products on the
+    # flagged rows, A first as (r, D) @ (D, n) -- much faster on CPU than (n, D) @ (D, r)
+    # for a small rank r -- and the scaling folded into B, so the scatter needs no alpha.
+    plain = (lora_a.bias is None and lora_b.bias is None and not torch.is_grad_enabled()
+             and (isinstance(dropout, nn.Identity) or not dropout.training))
+    scaled_b_t = (lora_b.weight * scaling).t() if plain else None
+
+    def update_of(part: torch.Tensor) -> torch.Tensor:
+        if part.dtype != lora_a.weight.dtype:
+            part = part.to(lora_a.weight.dtype)
+        if scaled_b_t is None:
+            return lora_b(lora_a(dropout(part))) * scaling
+        flat = part.reshape(-1, part.shape[-1])  # (n * T, D) for token inputs
+        low = torch.mm(lora_a.weight, flat.t()).t()  # (n * T, r)
+        return torch.mm(low, scaled_b_t).view(*part.shape[:-1], -1)
+
+    def forward(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        rows = gate.rows
+        if rows is None:  # the tap comes after this layer: cannot happen with default targets
+            raise RuntimeError(BEFORE_TAP)
+        if gate.all_on:
+            return peft_forward(layer, x, *args, **kwargs)
+        out = base(x, *args, **kwargs)
+        if not len(rows):
+            return out
+        if x.shape[0] != len(gate.flagged):  # type: ignore[arg-type]
+            raise RuntimeError(f"a LoRA layer saw {x.shape[0]} rows where the tap layer saw "
+                               f"{len(gate.flagged)}: cannot gate it per row")  # type: ignore[arg-type]
+        update = update_of(x.index_select(0, rows)).to(out.dtype)
+        if torch.is_grad_enabled():
+            return out.index_add(0, rows, update)
+        return out.index_add_(0, rows, update)
+
+    return forward
+
+
 @contextmanager
-def gated(model: Any, gate: Gate, tap_layer: str) -> Iterator[Gate]:
+def gated(model: Any, gate: Gate, tap_layer: str, layers: list[nn.Module] | None = None,
+          ) -> Iterator[Gate]:
     """Route each row through the adapter or the base for forward passes inside the block.
 
     ``gate.mode``: ``"detector"`` (risk > tau turns the adapter on), ``"on"`` (every
     row) or ``"off"`` (no row).  After the pass, ``gate.risk`` and ``gate.flagged``
-    hold the per-row decision.
+    hold the per-row decision.  ``layers``: the model's LoRA layers when the caller
+    keeps them (:func:`lora_layers`; a walk over every module otherwise).
     """
     handles = []
-    fast, slow = [], []
-    for layer in lora_layers(model.module):
-        (fast if _masks_output(layer) else slow).append(layer)
-    gate.flagged = gate.risk = None  # "not decided yet" until the tap runs
+    sparse, slow = [], []
+    for layer in lora_layers(model.module) if layers is None else layers:
+        (sparse if _row_sparse(layer) else slow).append(layer)
+    gate.flagged = gate.risk = gate.rows = None  # "not decided yet" until the tap runs
     gate.names = []
 
     def decide(tap_out: torch.Tensor) -> None:
@@ -129,24 +144,13 @@ def gated(model: Any, gate: Gate, tap_layer: str) -> Iterator[Gate]:
             gate.flagged = torch.full((tap_out.shape[0],), gate.mode == "on", dtype=torch.bool,
                                       device=tap_out.device)
             gate.risk = None
-        gate.all_on = gate.mode == "on" or bool(gate.flagged.all())
-        gate.bits = {}
+        gate.rows = gate.flagged.nonzero().squeeze(1)
+        gate.all_on = len(gate.rows) == len(gate.flagged)
         if slow:
             gate.names = [ADAPTER if f else BASE for f in gate.flagged.tolist()]
 
     def tap_hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
         decide(out[0] if isinstance(out, tuple) else out)
-
-    def gate_update(_mod: nn.Module, _inp: Any, out: torch.Tensor) -> torch.Tensor | None:
-        flagged = gate.flagged
-        if flagged is None:  # the tap comes after this layer: cannot happen with default targets
-            raise RuntimeError(BEFORE_TAP)
-        if gate.all_on:
-            return None
-        if out.shape[0] != flagged.shape[0]:
-            raise RuntimeError(f"a LoRA layer saw {out.shape[0]} rows where the tap layer saw "
-                               f"{flagged.shape[0]}: cannot gate it per row")
-        return _zero_unflagged(out, flagged, gate.bits)  # y + (-0.0) * scaling == y, bit for bit
 
     def names_pre_hook(_mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         if not gate.names:  # the tap comes after this layer: cannot happen with default targets
@@ -154,27 +158,32 @@ def gated(model: Any, gate: Gate, tap_layer: str) -> Iterator[Gate]:
         kwargs["adapter_names"] = gate.names
         return args, kwargs
 
+    patched = []
     try:
         handles.append(model.check_layer(tap_layer).register_forward_hook(tap_hook))
-        for layer in fast:
-            handles.append(layer.lora_B[ADAPTER].register_forward_hook(gate_update))
+        for layer in sparse:
+            layer.forward = _sparse_forward(layer, gate)  # instance attribute, removed below
+            patched.append(layer)
         for layer in slow:
             handles.append(layer.register_forward_pre_hook(names_pre_hook, with_kwargs=True))
         yield gate
     finally:
         for h in handles:
             h.remove()
+        for layer in patched:
+            del layer.forward  # back to the class's forward
         gate.names = []
         gate.mask = None
+        gate.rows = None
 
 
 @torch.no_grad()
 def gated_forward(model: Any, inputs: dict[str, torch.Tensor], *, tap_layer: str, mode: str,
-                  detector: Any = None, tau: float = 0.5,
+                  detector: Any = None, tau: float = 0.5, layers: list[nn.Module] | None = None,
                   ) -> tuple[torch.Tensor, np.ndarray | None, np.ndarray]:
     """Logits of one gated pass, the detector's risk (None unless mode "detector") and the flags."""
     gate = Gate(mode=mode, detector=detector, tau=tau, mask=inputs.get("attention_mask"))
-    with gated(model, gate, tap_layer):
+    with gated(model, gate, tap_layer, layers):
         logits = model.forward(inputs)
         risk = None if gate.risk is None else gate.risk.double().cpu().numpy()
         flagged = (gate.flagged.cpu().numpy().copy() if gate.flagged is not None

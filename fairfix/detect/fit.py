@@ -63,7 +63,7 @@ class DetectorConfig:
         checks = {
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
             "holdout": 0.0 < self.holdout < 1.0, "contamination": 0.0 < self.contamination < 1.0,
-            "hidden": self.hidden >= 1, "tau": 0.0 <= self.tau <= 1.0,
+            "hidden": self.hidden >= 0, "tau": 0.0 <= self.tau <= 1.0,
         }
         errors.check_options("detector", self, checks)
 

@@ -295,7 +295,7 @@ def test_adapter_names_fallback_gives_the_same_rows(setup, monkeypatch):
     risk = _risk(s)
     tau = float(np.median(risk))
     fast, _, flagged = s.corrected.gated(s.inputs, mode="detector", tau=tau)
-    monkeypatch.setattr(gating, "_masks_output", lambda _layer: False)
+    monkeypatch.setattr(gating, "_row_sparse", lambda _layer: False)
     calls = []
     lora_linear = type(lora_layers(s.corrected.base.module)[0])
     original = lora_linear._mixed_batch_forward

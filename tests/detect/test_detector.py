@@ -391,3 +391,36 @@ def test_load_detector_refuses_edited_weights(full_detector, model, tmp_path):
     w.write_bytes(w.read_bytes()[:-8])
     with pytest.raises(errors.ModelError, match="sha256"):
         load_detector(out, model)
+
+
+def test_linear_detector_fits_saves_and_loads(frame, model, tmp_path):
+    """``hidden=0``: logistic regression on the standardised tap (the cheapest to gate with)."""
+    det = fit_detector(frame, model, group="grp", minority=["b"],
+                       config=DetectorConfig(epochs=20, batch_size=256, hidden=0))
+    assert [type(m).__name__ for m in det.module.mlp] == ["Linear"]
+    assert det.report["tpr"] - det.report["fpr"] >= 0.6, det.report  # weaker than the MLP's, far from chance
+    det.save(tmp_path / "det")
+    loaded = load_detector(tmp_path / "det", model)
+    values, _, _ = collect_representations(model, frame)
+    np.testing.assert_array_equal(loaded.risk(values), det.risk(values))
+    with pytest.raises(errors.UsageError, match="hidden"):
+        DetectorConfig(hidden=-1)
+
+
+@pytest.mark.parametrize("hidden", [0, 8])
+def test_folded_risk_matches_the_forward_and_follows_weight_updates(hidden):
+    """Eval-mode risk folds the standardisation into the first layer; the fold is refreshed
+    whenever a weight or the standardisation changes."""
+    torch.manual_seed(0)
+    det = BiasDetector(6, hidden)
+    det.set_standardisation(torch.randn(6), torch.rand(6) + 0.5)
+    det.eval()
+    h = torch.randn(50, 6) * 3
+    torch.testing.assert_close(det.risk(h), torch.sigmoid(det(h)), atol=1e-6, rtol=0)
+    with torch.no_grad():
+        det.mlp[0].weight.mul_(-2.0)  # an in-place update, as an optimiser step makes
+    torch.testing.assert_close(det.risk(h), torch.sigmoid(det(h)), atol=1e-6, rtol=0)
+    det.set_standardisation(torch.zeros(6), torch.ones(6))
+    torch.testing.assert_close(det.risk(h), torch.sigmoid(det(h)), atol=1e-6, rtol=0)
+    det.load_state_dict(BiasDetector(6, hidden).state_dict())
+    torch.testing.assert_close(det.risk(h), torch.sigmoid(det(h)), atol=1e-6, rtol=0)
