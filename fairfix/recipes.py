@@ -63,7 +63,7 @@ SCHEMA: dict[str, Any] = {
         "margin": (float, False), "distance": (str, False), "ce_weight": (float, False),
         "train_on": (str, False), "epochs": (int, False), "batch_size": (int, False), "lr": (float, False),
         "tau": (float, False), "max_accuracy_drop": (float, False), "val_fraction": (float, False),
-        "seed": (int, False), "strengths": (list, False),
+        "seed": (int, False), "strengths": (list, False), "guard_se": (float, False),
     },
     "audit": {
         "bootstrap": (int, False), "min_group_size": (int, False), "fail_on": (list, False),

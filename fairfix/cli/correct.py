@@ -35,6 +35,7 @@ def correct(
     lr: Annotated[float, typer.Option("--lr", help="Learning rate of the adapter.")] = 2e-3,
     tau: Annotated[str, typer.Option("--tau", help="auto (swept on validation) or a risk threshold in [0, 1].")] = "auto",
     max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Guard: accuracy may fall at most this much below the base's.")] = 0.0,
+    guard_se: Annotated[float, typer.Option("--guard-se", help="Guard margin: accuracy change minus this many standard errors must be >= -max-accuracy-drop (0: plain floor).")] = 1.0,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA held out to choose epoch and tau.")] = 0.2,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Table for the before/after audits (default: the validation split).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits and training.")] = 0,
@@ -62,7 +63,7 @@ def correct(
     config = CorrectConfig(rank=rank, alpha=alpha, dropout=dropout, targets=_model.split_columns(targets),
                            margin=margin, distance=distance, ce_weight=ce_weight, train_on=train_on,
                            epochs=epochs, batch_size=batch_size, lr=lr, tau=tau_value,
-                           max_accuracy_drop=max_accuracy_drop, val_fraction=val_fraction, seed=seed)
+                           max_accuracy_drop=max_accuracy_drop, guard_se=guard_se, val_fraction=val_fraction, seed=seed)
     base = _model.load(model, None, None, None)
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():

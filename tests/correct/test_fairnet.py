@@ -48,6 +48,19 @@ def trained(tmp_path_factory):
     return frame, path, corrected, result
 
 
+@pytest.fixture(scope="module")
+def trained_result_pair(trained):
+    """The guard's records of the same correction with the plain floor and with a 2-SE margin."""
+    frame, path, _, _ = trained
+    records = []
+    for guard_se in (0.0, 2.0):
+        cfg = CorrectConfig(epochs=2, seed=0, batch_size=128, guard_se=guard_se)
+        _, result = correct(frame, load_model(path), label="y", group="grp", minority=["min"],
+                            detector_config=DetectorConfig(epochs=5, seed=0), config=cfg)
+        records.append(result["record"])
+    return records
+
+
 def test_unflagged_rows_are_bit_identical_to_base(trained):
     frame, path, corrected, _ = trained
     base = load_model(path)
@@ -110,6 +123,37 @@ def test_guard_ships_adapter_off_when_every_tau_loses_accuracy(tmp_path):
     inputs = model.encode(frame)
     with torch.no_grad():
         assert torch.equal(corrected.forward(inputs), model.forward(inputs))
+
+
+def test_accuracy_change_is_the_paired_gain_and_its_standard_error():
+    from fairfix.correct.fairnet import accuracy_change
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    base = np.where(rng.random(400) < 0.8, y, 1 - y)
+    pred = base.copy()
+    flip = rng.choice(400, 40, replace=False)
+    pred[flip] = 1 - pred[flip]  # 40 rows change, some right, some wrong
+    gain, se = accuracy_change(pred, base, y)
+    d = (pred == y).astype(float) - (base == y)
+    assert gain == pytest.approx((pred == y).mean() - (base == y).mean(), abs=1e-12)
+    assert se == pytest.approx(np.std(d, ddof=1) / np.sqrt(400), rel=1e-12)
+    assert accuracy_change(base, base, y) == (0.0, 0.0)  # nothing changed: no noise
+
+
+def test_guard_margin_only_removes_candidates(trained_result_pair):
+    """guard_se > 0 keeps the plain floor and adds a margin: every setting it passes, the
+    plain floor passes too; what it chooses passes with its margin to spare."""
+    plain, strict = trained_result_pair
+    assert [(r["epoch"], r["strength"], r["tau"]) for r in plain["sweep"]] == \
+        [(r["epoch"], r["strength"], r["tau"]) for r in strict["sweep"]]
+    for p, s in zip(plain["sweep"], strict["sweep"], strict=True):
+        assert p["accuracy"] == s["accuracy"] and p["accuracy_gain_se"] == s["accuracy_gain_se"]
+        assert s["passes_guard"] <= p["passes_guard"]
+    assert sum(s["passes_guard"] for s in strict["sweep"]) < sum(p["passes_guard"] for p in plain["sweep"])
+    chosen = strict["chosen"]
+    if chosen is not None:
+        assert chosen["accuracy_gain"] - 2.0 * chosen["accuracy_gain_se"] >= -1e-12
 
 
 def test_bundle_round_trip_and_refuses_other_base(trained, tmp_path):
