@@ -256,8 +256,24 @@ def test_lora_layer_before_the_tap_is_refused(setup):
 def test_gating_leaves_no_hooks(setup):
     s = setup
     s.corrected.gated(s.inputs)
+    with pytest.raises(RuntimeError, match="tap layer"):  # an error inside the pass cleans up too
+        _fail_inside_pass(s)
     for m in s.corrected.base.module.modules():
         assert not m._forward_hooks and not m._forward_pre_hooks
+        assert "forward" not in vars(m)  # the per-call forward of LoRA layers is removed
+
+
+def _fail_inside_pass(s):
+    """A gated pass that raises after the LoRA layers were patched (a LoRA layer sees other rows)."""
+    from fairfix.correct.gating import Gate, gated
+
+    gate = Gate(mode="detector", detector=s.detector.module, tau=0.5)
+    with gated(s.corrected.base, gate, s.corrected.tap_layer):
+        gate.rows = torch.tensor([0])
+        gate.all_on = False
+        gate.flagged = torch.ones(1, dtype=torch.bool)  # pretend the tap saw one row
+        layer = lora_layers(s.corrected.base.module)[0]
+        layer(torch.zeros(3, layer.in_features))
 
 
 @pytest.mark.parametrize("setup", ["hf"], indirect=True)  # the token-sequence tap
