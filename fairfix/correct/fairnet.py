@@ -355,8 +355,11 @@ def fit_fairnet(
         work.module.load_state_dict(states[choice["epoch"] - 1], strict=False)
         set_strength(work.module, choice["strength"], config.alpha, config.rank)
         peft_model.peft_config[ADAPTER].lora_alpha = config.alpha * choice["strength"]
-    else:
+    else:  # ship a no-op adapter (B = 0), so that even a forced pass cannot apply a rejected update
         work.module.load_state_dict(states[-1], strict=False)
+        with torch.no_grad():
+            for layer in lora_layers(work.module):
+                layer.lora_B[ADAPTER].weight.zero_()
     corrected = CorrectedModel(work, peft_model, detector, tau=choice["tau"] if enabled else None,
                                enabled=enabled, tap_layer=tap,
                                prototypes={"cells": protos, "counts": counts, "majority": majority},

@@ -123,6 +123,9 @@ def test_guard_ships_adapter_off_when_every_tau_loses_accuracy(tmp_path):
     inputs = model.encode(frame)
     with torch.no_grad():
         assert torch.equal(corrected.forward(inputs), model.forward(inputs))
+    # the rejected update is not shipped: even forced on, the adapter changes nothing
+    forced, _, _ = corrected.gated(inputs, mode="on")
+    torch.testing.assert_close(forced, model.forward(inputs), atol=0, rtol=0)
 
 
 def test_accuracy_change_is_the_paired_gain_and_its_standard_error():
