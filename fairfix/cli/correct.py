@@ -83,7 +83,9 @@ def correct(
     doc = result["compare"]
     if not corrected.enabled:
         _output.warn("no setting passed the no-loss guard: the bundle ships with the adapter disabled "
-                     "(outputs equal the base model's)")
+                     "(outputs equal the base model's); the guard wants the validation accuracy change "
+                     f">= -{max_accuracy_drop:g} with {guard_se:g} standard error(s) to spare "
+                     "(--max-accuracy-drop, --guard-se)")
     else:
         ch = doc["chosen"]
         _output.note(f"chose epoch {ch['epoch']}, tau {ch['tau']:.2f}: validation accuracy "

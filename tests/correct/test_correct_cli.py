@@ -65,6 +65,22 @@ def test_correct_writes_bundle_and_prints_compare(workspace):
     assert got["summary"] == after["summary"] and got["groups"] == after["groups"]
 
 
+def test_correct_guard_turning_everything_down_warns_and_exits_0(workspace):
+    """A wrecked adapter (huge learning rate, on for every row): nothing passes the guard."""
+    d = workspace
+    res = runner.invoke(app, ["correct", str(d / "train.csv"), "--model", str(d / "model"), "--label", "y",
+                              "--group", "grp", "--minority", "min", "--epochs", "1", "--lr", "50",
+                              "--ce-weight", "0", "--margin", "100", "--tau", "0", "--guard-se", "0.5",
+                              "--out", str(d / "off"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "adapter disabled" in res.stderr and "--guard-se" in res.stderr
+    manifest = json.loads((d / "off" / "fairfix.json").read_text())
+    assert manifest["adapter_enabled"] is False
+    doc = json.loads(res.stdout)
+    assert doc["guard"]["guard_se"] == 0.5 and doc["guard"]["reason"]
+    assert all(v in (0, None) for v in doc["delta"].values())  # outputs equal the base model's
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--tau", "high"], "--tau 'high'"),
     (["--tau", "1.5"], "tau=1.5"),
