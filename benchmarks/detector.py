@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _data import adult_frames
 from _results import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,13 +85,7 @@ class Task:
 
 
 def adult_task(quick: bool) -> Task:
-    from fairfix.datasets import load_adult
-
-    fit, ev = load_adult("train"), load_adult("test")
-    if quick:
-        fit = fit.sample(4000, random_state=0).reset_index(drop=True)
-        ev = ev.sample(2000, random_state=0).reset_index(drop=True)
-    features = [c for c in fit.columns if c not in ("income", "sex")]
+    fit, ev, features = adult_frames(quick)
     return Task(
         "Adult",
         fit,

@@ -85,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _data import adult_frames
 from _results import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,13 +161,7 @@ def stratified_holdout(frame: Any, strata_cols: list[str], fraction: float, seed
 
 
 def adult_task(quick: bool) -> Task:
-    from fairfix.datasets import load_adult
-
-    dev, test = load_adult("train"), load_adult("test")
-    if quick:
-        dev = dev.sample(4000, random_state=0).reset_index(drop=True)
-        test = test.sample(2000, random_state=0).reset_index(drop=True)
-    features = [c for c in dev.columns if c not in ("income", "sex")]
+    dev, test, features = adult_frames(quick)
     return Task(
         "adult",
         "Adult",
