@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _data import adult_frames
+from _data import adult_frames, blank
 from _results import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,16 +121,6 @@ def celeba_task(quick: bool, rows: int, eval_rows: int, data_dir: Path) -> Task:
         f"train partition only: a seeded subsample of {len(fit):,} rows to fit on, a disjoint "
         f"{len(ev):,} to measure on; minority Male = 1",
     )
-
-
-def blank(frame: Any, column: str, keep: float, seed: int) -> Any:
-    """A copy of ``frame`` with ``column`` set to NaN on all but a ``keep`` share of rows."""
-    out = frame.copy()
-    rng = np.random.default_rng(1000 + seed)
-    hide = rng.permutation(len(out))[: len(out) - max(2, int(round(len(out) * keep)))]
-    out[column] = out[column].astype(object)
-    out.loc[hide, column] = np.nan
-    return out
 
 
 def run_seed(task: Task, seed: int, quick: bool, log: Any, hidden: int = 64) -> list[dict[str, Any]]:

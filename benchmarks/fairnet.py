@@ -85,7 +85,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _data import adult_frames
+from _data import adult_frames, blank
 from _results import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,16 +308,6 @@ def adult_text_task(quick: bool, recipe_path: Path = TEXT_RECIPE) -> Task:
         correct_kw=correct_kw,
         detector_kw=detector_kw,
     )
-
-
-def blank(frame: Any, column: str, keep: float, seed: int) -> Any:
-    """A copy of ``frame`` with ``column`` set to NaN on all but a ``keep`` share of rows."""
-    out = frame.copy()
-    rng = np.random.default_rng(1000 + seed)
-    hide = rng.permutation(len(out))[: len(out) - max(2, int(round(len(out) * keep)))]
-    out[column] = out[column].astype(object)
-    out.loc[hide, column] = np.nan
-    return out
 
 
 # -- metrics ------------------------------------------------------------------------
