@@ -161,7 +161,6 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
             tau: float) -> dict[str, Any]:
     """The timed callables (each returns logits or probabilities)."""
     from fairfix.correct import gating
-    from fairfix.correct.gating import gated_forward
 
     x = base.encode(frame)
     det = detector.module

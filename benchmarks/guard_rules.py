@@ -21,7 +21,6 @@ runs ``correct()`` with ``guard_se=0`` (the plain floor, rule a), whose choice i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -44,9 +43,9 @@ def log(msg: str) -> None:
 
 
 def collect(key: str, seed: int) -> None:
+    import fairnet as bench  # benchmarks/fairnet.py
     import torch
 
-    import fairnet as bench  # benchmarks/fairnet.py
     import fairfix.correct.fairnet as fn
     from fairfix.correct.fairnet import CorrectConfig, head_inputs, set_strength
     from fairfix.correct.run import correct
