@@ -533,6 +533,8 @@ def run_recipe(
                             tau=bundle_compare.get("tau"),
                             extra={"adapter_enabled": bundle_compare.get("adapter_enabled"),
                                    "chosen": bundle_compare.get("chosen"),
+                                   "gate": bundle_compare.get("gate"),
+                                   "correction": bundle_compare.get("correction"),
                                    "sweep": bundle_compare.get("sweep"), "recipe": recipe.name})
         write_atomic(compare_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n", force=True)
 

@@ -26,8 +26,10 @@ def correct(
     alpha: Annotated[float, typer.Option("--alpha", help="LoRA alpha.")] = 16.0,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.0,
     targets: Annotated[str | None, typer.Option("--targets", help="Comma-separated linear layers to adapt (default: those after the tap).")] = None,
-    margin: Annotated[float, typer.Option("--margin", help="Triplet loss margin.")] = 0.5,
+    margin: Annotated[float, typer.Option("--margin", help="Triplet loss margin (distances on L2-normalised representations lie in [0, 2]).")] = 0.5,
     distance: Annotated[str, typer.Option("--distance", help="euclidean or cosine.")] = "euclidean",
+    raw_distance: Annotated[bool, typer.Option("--raw-distance", help="Distances on the raw representations instead of L2-normalised ones.")] = False,
+    groups: Annotated[str, typer.Option("--groups", help="auto: correct every group that holds an under-served (group, label) cell; minority: the minority alone.")] = "auto",
     ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the cross-entropy term beside the contrastive one.")] = 1.0,
     train_on: Annotated[str, typer.Option("--train-on", help="Rows the adapter trains on: flagged (by the detector) or minority.")] = "flagged",
     epochs: Annotated[int, typer.Option("--epochs", help="Adapter training epochs (each is a candidate for the guard).")] = 8,
@@ -61,7 +63,8 @@ def correct(
         except ValueError:
             raise errors.UsageError(f"--tau {tau!r}: expected 'auto' or a number in [0, 1]") from None
     config = CorrectConfig(rank=rank, alpha=alpha, dropout=dropout, targets=_model.split_columns(targets),
-                           margin=margin, distance=distance, ce_weight=ce_weight, train_on=train_on,
+                           margin=margin, distance=distance, normalize=not raw_distance, groups=groups,
+                           ce_weight=ce_weight, train_on=train_on,
                            epochs=epochs, batch_size=batch_size, lr=lr, tau=tau_value,
                            max_accuracy_drop=max_accuracy_drop, guard_se=guard_se, val_fraction=val_fraction, seed=seed)
     base = _model.load(model, None, None, None)
@@ -81,15 +84,19 @@ def correct(
 
     shutil.rmtree(checkpoint, ignore_errors=True)
     doc = result["compare"]
+    corr = doc.get("correction") or {}
+    if corr.get("warning"):
+        _output.warn(corr["warning"])
     if not corrected.enabled:
-        _output.warn("no setting passed the no-loss guard: the bundle ships with the adapter disabled "
-                     "(outputs equal the base model's); the guard wants the validation accuracy change "
-                     f">= -{max_accuracy_drop:g} with {guard_se:g} standard error(s) to spare "
-                     "(--max-accuracy-drop, --guard-se)")
+        reasons = doc["guard"].get("reasons") or ["nothing passed the guard"]
+        _output.warn(f"the bundle ships with the adapter disabled (outputs equal the base model's): {reasons[0]} "
+                     f"(the guard wants the validation accuracy change >= -{max_accuracy_drop:g} with "
+                     f"{guard_se:g} standard error(s) to spare: --max-accuracy-drop, --guard-se)")
     else:
         ch = doc["chosen"]
-        _output.note(f"chose epoch {ch['epoch']}, tau {ch['tau']:.2f}: validation accuracy "
-                     f"{ch['accuracy']:.4f} (base {doc['base_validation']['accuracy']:.4f}), worst-group "
+        where = "every row" if ch.get("gate") == "all" else f"rows with risk > {ch['tau']:.2f}"
+        _output.note(f"chose epoch {ch['epoch']}, strength {ch['strength']:g}, adapter on for {where}: validation "
+                     f"accuracy {ch['accuracy']:.4f} (base {doc['base_validation']['accuracy']:.4f}), worst-group "
                      f"{ch['worst_group_accuracy']:.4f} (base {doc['base_validation']['worst_group_accuracy']:.4f})")
     _output.note(f"wrote bundle {out}")
     _output.emit_compare(doc, fmt, output, force)

@@ -6,7 +6,7 @@ Layout of a bundle directory (DESIGN.md section 5)::
     adapter/adapter_config.json  PEFT's own format, loadable with PeftModel.from_pretrained
     adapter/adapter_model.safetensors
     detector/fairfix.json, detector/detector.safetensors
-    prototypes.safetensors       cells (C, 2, D), counts (C, 2), majority (C, D)
+    prototypes.safetensors       cells (C, 2, D), counts (C, 2), reference (C, D)
     before.json, after.json      fairfix.audit/1 of the base and of the corrected model
 """
 
@@ -48,6 +48,8 @@ def save_bundle(out: str | Path, corrected: Any, record: dict[str, Any], *, repo
             "tap_layer": corrected.tap_layer,
             "tau": corrected.tau,
             "adapter_enabled": corrected.enabled,
+            "gate": corrected.gate,
+            "correction": record["correction"],
             "targets": record["targets"],
             "classes": base.classes,
             "positive": base.positive,
@@ -92,6 +94,14 @@ def load_bundle(path: str | Path, manifest: dict[str, Any], *, base_path: str | 
     protos = load_safetensors(p / "prototypes.safetensors")
     return CorrectedModel(base, peft_model, detector, tau=manifest.get("tau"),
                           enabled=bool(manifest.get("adapter_enabled")), tap_layer=manifest["tap_layer"],
+                          gate=_gate(manifest),
                           prototypes={k: torch.as_tensor(v) for k, v in protos.items()},
                           info={"targets": manifest.get("targets", [])}, path=p,
                           digest=manifest.get("digest"), manifest=manifest)
+
+
+def _gate(manifest: dict[str, Any]) -> str:
+    gate = manifest.get("gate", "detector")
+    if gate not in ("detector", "all"):
+        raise errors.ModelError(f"bundle manifest: gate {gate!r} is neither 'detector' nor 'all'")
+    return str(gate)

@@ -22,9 +22,9 @@ from torch import nn
 
 from fairfix import errors
 from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
-from fairfix.correct.loss import triplet_loss
+from fairfix.correct.loss import hinge
 from fairfix.correct.prototypes import cell_means
-from fairfix.models.base import Model
+from fairfix.models.base import INPUT, Model
 
 TAUS = (*(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19)), 0.97, 0.99)
 #: Strengths of the adapter swept by the guard: the LoRA update is scaled by this factor
@@ -40,8 +40,14 @@ class CorrectConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     targets: list[str] | None = None
+    #: Triplet margin, on L2-normalised representations when ``normalize`` (distances in [0, 2]).
     margin: float = 0.5
     distance: str = "euclidean"
+    normalize: bool = True
+    #: "auto": correct every group that holds an under-served (group, class) cell (the minority,
+    #: and the rest when a class is served worse there than in the minority); "minority": the
+    #: minority alone, as the paper.
+    groups: str = "auto"
     ce_weight: float = 1.0
     train_on: str = "flagged"
     epochs: int = 8
@@ -66,6 +72,7 @@ class CorrectConfig:
             "guard_se": 0 <= self.guard_se <= 10,
             "distance": self.distance in ("euclidean", "cosine"),
             "train_on": self.train_on in ("minority", "flagged"),
+            "groups": self.groups in ("auto", "minority"),
             "tau": self.tau is None or 0 <= self.tau <= 1,
             "strengths": len(self.strengths) >= 1 and all(0 < x <= 1 for x in self.strengths),
         }
@@ -78,7 +85,7 @@ class CorrectedModel(Model):
     kind = "fairnet_bundle"
 
     def __init__(self, base: Model, peft_model: Any, detector: Any, *, tau: float | None, enabled: bool,
-                 tap_layer: str, prototypes: dict[str, torch.Tensor] | None = None,
+                 tap_layer: str, gate: str = "detector", prototypes: dict[str, torch.Tensor] | None = None,
                  info: dict[str, Any] | None = None, **kw: Any):
         super().__init__(base.module, base.classes, base.positive, base.input_columns, **kw)
         self.base = base
@@ -87,6 +94,9 @@ class CorrectedModel(Model):
         self.tau = tau
         self.enabled = enabled
         self.tap_layer = tap_layer
+        #: "detector": the adapter is on where risk > tau; "all": on for every row (every group
+        #: holds an under-served cell, and the guard chose to correct them all).
+        self.gate = gate
         self.prototypes = prototypes or {}
         self.info = info or {}
         self.batch_rows = base.batch_rows
@@ -112,7 +122,7 @@ class CorrectedModel(Model):
               ) -> tuple[torch.Tensor, np.ndarray | None, np.ndarray]:
         """``(logits, risk, flagged)`` of one pass; ``mode`` "detector" (default), "on" or "off"."""
         if mode is None:
-            mode = "detector" if self.enabled else "off"
+            mode = ("on" if self.gate == "all" else "detector") if self.enabled else "off"
         return gated_forward(self.base, inputs, tap_layer=self.tap_layer, mode=mode,
                              detector=self.detector.module,
                              tau=self.tau if tau is None else tau, layers=self.lora)
@@ -120,10 +130,15 @@ class CorrectedModel(Model):
     @torch.no_grad()
     def predict_with_extras(self, frame: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Probabilities plus ``risk`` and ``corrected`` (adapter on) per row."""
+        if not self.enabled:
+            tau = math.inf
+        elif self.gate == "all":
+            tau = -math.inf  # every row; the risk column still reports the detector's score
+        else:
+            tau = self.tau
         logits, risk, flagged = gated_forward(
             self.base, self.encode(frame), tap_layer=self.tap_layer, mode="detector",
-            detector=self.detector.module, tau=self.tau if self.enabled else math.inf,
-            layers=self.lora)
+            detector=self.detector.module, tau=tau, layers=self.lora)
         proba = torch.softmax(logits.float(), dim=-1).double().numpy()
         assert risk is not None
         return proba, {"risk": risk, "corrected": flagged}
@@ -141,7 +156,8 @@ class CorrectedModel(Model):
     def describe(self) -> dict[str, Any]:
         """Identity of the bundle and of its base."""
         d = super().describe()
-        d.update({"base": self.base.describe(), "tau": self.tau, "adapter_enabled": self.enabled})
+        d.update({"base": self.base.describe(), "tau": self.tau, "gate": self.gate,
+                  "adapter_enabled": self.enabled})
         return d
 
 
@@ -202,6 +218,18 @@ def accuracy_change(pred: np.ndarray, base_pred: np.ndarray, y: np.ndarray) -> t
     return float(d.mean()), se
 
 
+def layers_after(model: Model, names: Sequence[str], tap: str) -> list[str]:
+    """``names`` that come after the ``tap`` layer in the module's registration order (all when
+    the tap is not among the module's layers), so a detector tapped late keeps the default targets
+    that its gate can reach."""
+    order = [n for n, _ in model.module.named_modules()]
+    if tap == INPUT or tap not in order:
+        return list(names)
+    at = order.index(tap)
+    after = [n for n in names if n in order and order.index(n) > at and not n.startswith(tap + ".")]
+    return after or list(names)
+
+
 def set_strength(module: torch.nn.Module, strength: float, alpha: float, rank: int) -> None:
     """Scale every LoRA update of ``module`` to ``strength`` times its trained size."""
     for layer in lora_layers(module):
@@ -210,6 +238,65 @@ def set_strength(module: torch.nn.Module, strength: float, alpha: float, rank: i
 
 def _lora_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items() if "lora_" in k}
+
+
+# -- what to correct -------------------------------------------------------------------
+
+#: Share of anchors with an open hinge under which the contrastive term has nothing to act on.
+HINGE_CLOSED = 0.01
+#: Detector quality (TPR - FPR on its held-out rows) under which it is at chance.
+DETECTOR_CHANCE = 0.05
+
+
+def correction_plan(m_val: np.ndarray, y_val: np.ndarray, pred_val: np.ndarray, n_classes: int,
+                    groups: str, count_train: np.ndarray) -> dict[str, Any]:
+    """Which groups the adapter corrects, and the reference group of each class.
+
+    ``m_val``: 1 for the minority (the detector's group), 0 for the rest, -1 unknown, on
+    the validation rows; ``pred_val`` the base model's class predictions there;
+    ``count_train (2, C)`` training rows per (group, class) cell.
+
+    The reference prototype of class y is the cell (group, y) the base model serves best
+    on validation (the paper's majority prototype where the majority is the better served;
+    a tie goes to the larger cell).  The rest of the rows are corrected too when they hold
+    an under-served cell: a class they are served worse on than the minority is
+    (``groups="auto"``); ``groups="minority"`` corrects the minority alone, as the paper.
+    """
+    acc = np.full((2, n_classes), np.nan)
+    for m in (0, 1):
+        for c in range(n_classes):
+            sel = (m_val == m) & (y_val == c)
+            if sel.any():
+                acc[m, c] = float((pred_val[sel] == c).mean())
+    reference = []
+    for c in range(n_classes):
+        a = np.where(np.isnan(acc[:, c]), -1.0, acc[:, c])
+        if count_train[0, c] == 0 or count_train[1, c] == 0:
+            reference.append(int(count_train[1, c] > count_train[0, c]))
+        elif a[0] != a[1]:
+            reference.append(int(a[1] > a[0]))
+        else:
+            reference.append(int(count_train[1, c] > count_train[0, c]))
+    rest_underserved = bool(np.any(acc[0] < acc[1]))  # NaN compares False
+    return {"groups": "all" if groups == "auto" and rest_underserved else "minority",
+            "reference": reference, "rest_underserved": rest_underserved,
+            "cell_accuracy_validation": [[None if np.isnan(v) else float(v) for v in row] for row in acc]}
+
+
+def cell_weights(cells: np.ndarray, n_cells: int) -> np.ndarray:
+    """Weights that give every occupied cell the same total (``1 / occupied``), rows within a cell equal."""
+    count = np.bincount(cells, minlength=n_cells).astype(float)
+    occupied = int((count > 0).sum())
+    return 1.0 / (occupied * count[cells])
+
+
+def open_share(z: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, config: CorrectConfig) -> float:
+    """Share of rows whose triplet hinge is open (0 for no rows)."""
+    if len(z) == 0:
+        return 0.0
+    with torch.no_grad():
+        h = hinge(z, y, reference, margin=config.margin, kind=config.distance, normalize=config.normalize)
+    return float((h > 0).double().mean())
 
 
 # -- the training loop ----------------------------------------------------------------
@@ -226,12 +313,15 @@ def fit_fairnet(
     checkpoint: Path | None = None,
     resume: bool = False,
 ) -> tuple[CorrectedModel, dict[str, Any]]:
-    """Train the adapter and choose (epoch, tau) under the no-loss guard.
+    """Train the adapter and choose (epoch, strength, gate) under the no-loss guard.
 
     ``train`` / ``val``: ``{"inputs": encoded inputs, "y": class indices (N,),
-    "minority": 1/0/-1 per row (-1 unknown), "group": group codes (N,) (-1 unknown)}``.
+    "minority": 1/0/-1 per row (-1 unknown; None: no labels at all), "group": group
+    codes (N,) (-1 unknown; validation)}``.  Rows without a group label count as the
+    detector says (flagged: minority).
 
-    Returns the corrected model and a record with the prototypes, the sweep and the choice.
+    Returns the corrected model and a record with the plan, the prototypes, the sweep
+    and the choice.
     """
     tap = detector.layer
     dev_batch = 4096
@@ -240,35 +330,53 @@ def fit_fairnet(
     _, risk_val, proba_val = head_inputs(base, val["inputs"], tap, detector.module, dev_batch)
     n_classes = len(model.classes)
     pos = model.positive_index
-    y_tr = torch.as_tensor(train["y"])
-    if train.get("minority") is None:  # mode none: the detector's flags stand for minority membership
-        minority_tr = (risk_tr > detector.tau).astype(np.int64)
+    y_np = np.asarray(train["y"])
+    y_tr = torch.as_tensor(y_np)
+    flagged_det = risk_tr > detector.tau
+    # -- group membership (1 minority, 0 rest): the label where known, the detector's call elsewhere
+    if train.get("minority") is None:
+        m_tr = flagged_det.astype(np.int64)
     else:
-        minority_tr = np.asarray(train["minority"])
-    # -- prototypes per (class, group) with the base frozen (group index: 0 majority, 1 minority)
-    labeled = minority_tr >= 0
-    protos, counts = cell_means(z_tr[torch.as_tensor(labeled)], y_tr[torch.as_tensor(labeled)],
-                                torch.as_tensor(minority_tr[labeled]), n_classes, 2)
-    overall = cell_means(z_tr, y_tr, torch.zeros(len(y_tr), dtype=torch.long), n_classes, 1)[0][:, 0]
-    majority = torch.where(counts[:, 0:1] > 0, protos[:, 0], overall)  # (C, D)
+        known = np.asarray(train["minority"])
+        m_tr = np.where(known >= 0, known, flagged_det.astype(np.int64))
+    y_val = np.asarray(val["y"])
+    base_pred_val = proba_val.argmax(1)
+    m_val = np.asarray(val.get("minority") if val.get("minority") is not None else np.full(len(y_val), -1))
+    count_train = np.stack([np.bincount(y_np[m_tr == m], minlength=n_classes) for m in (0, 1)])
+    plan = correction_plan(m_val, y_val, base_pred_val, n_classes, config.groups, count_train)
 
-    # -- which rows train the adapter
-    flagged_tr = risk_tr > (config.tau if config.tau is not None else detector.tau)
-    rows = np.flatnonzero(minority_tr == 1) if config.train_on == "minority" else np.flatnonzero(flagged_tr)
+    # -- prototypes per (class, group) with the base frozen, and the reference per class
+    z_proto = F.normalize(z_tr, dim=-1) if config.normalize and config.distance == "euclidean" else z_tr
+    protos, counts = cell_means(z_proto, y_tr, torch.as_tensor(m_tr), n_classes, 2)
+    overall = cell_means(z_proto, y_tr, torch.zeros(len(y_tr), dtype=torch.long), n_classes, 1)[0][:, 0]
+    ref_idx = torch.as_tensor(plan["reference"])
+    reference = protos[torch.arange(n_classes), ref_idx]  # (C, D)
+    reference = torch.where(counts[torch.arange(n_classes), ref_idx].unsqueeze(1) > 0, reference, overall)
+
+    # -- which rows train the adapter (the anchors), and their weights
+    if plan["groups"] == "all":
+        rows = np.arange(len(y_np))
+        w_rows = cell_weights(m_tr * n_classes + y_np, 2 * n_classes)  # every (group, class) cell alike
+    else:
+        if config.train_on == "minority":
+            rows = np.flatnonzero(m_tr == 1)
+        else:
+            rows = np.flatnonzero(risk_tr > (config.tau if config.tau is not None else detector.tau))
+        w_rows = cell_weights(y_np[rows], n_classes) if len(rows) else np.zeros(0)  # class-balanced
     if len(rows) == 0:
         raise errors.DataError("no training rows for the adapter (no minority / flagged rows)")
-    y_rows = train["y"][rows]
-    cls_count = np.bincount(y_rows, minlength=n_classes).astype(float)
-    w_class = np.where(cls_count > 0, 1.0 / np.maximum(cls_count, 1), 0.0)
-    weights_all = torch.zeros(len(train["y"]), dtype=torch.float32)
-    weights_all[torch.as_tensor(rows)] = torch.as_tensor(w_class[y_rows], dtype=torch.float32)
-    contrastive_all = torch.as_tensor(minority_tr == 1)  # triplet only on (known) minority rows
+    weights_all = torch.zeros(len(y_np), dtype=torch.float32)
+    weights_all[torch.as_tensor(rows)] = torch.as_tensor(w_rows, dtype=torch.float32)
+    # the triplet on every anchor of a corrected group (all rows, or the minority's)
+    contrastive_all = torch.as_tensor(np.ones(len(y_np), bool) if plan["groups"] == "all" else m_tr == 1)
+    anchors = rows[contrastive_all.numpy()[rows]]
+    hinge_start = open_share(z_tr[torch.as_tensor(anchors)], y_tr[torch.as_tensor(anchors)], reference, config)
 
     # -- the adapter (peft LoRA on layers after the tap)
     from peft import LoraConfig, get_peft_model
 
     work = copy.deepcopy(base)
-    targets = config.targets or work.default_lora_targets
+    targets = config.targets or layers_after(work, work.default_lora_targets, tap)
     lcfg = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=targets, init_lora_weights=True)
     with torch.random.fork_rng(devices=[]):
@@ -276,21 +384,24 @@ def fit_fairnet(
         peft_model = get_peft_model(work.module, lcfg, adapter_name=ADAPTER)
     work.module = peft_model.base_model.model  # the same module object, now holding LoRA layers
     if not lora_layers(work.module):
-        raise errors.UsageError(f"--targets {targets}: no linear layer of the model matched")
+        raise errors.UsageError(f"--targets {targets}: no layer of the model matched")
     params = [p for n, p in work.module.named_parameters() if "lora_" in n]
     for n, p in work.module.named_parameters():
         p.requires_grad_("lora_" in n)
     work.module.eval()  # base dropout off; only LoRA weights train
 
-    y_val = val["y"]
-    base_pred_val = proba_val.argmax(1)
     base_metrics = guard_metrics(base_pred_val, y_val, val["group"], n_classes, pos)
     sweep: list[dict[str, Any]] = []
     states: list[dict[str, torch.Tensor]] = []
     start_epoch = 0
     if resume and checkpoint is not None and (checkpoint / "state.json").is_file():
         start_epoch, sweep, states = _load_checkpoint(checkpoint, work.module)
-    history = []
+    history: list[float] = []
+    hinge_history: list[float] = []
+    gates: list[tuple[str, float | None]] = [("detector", t) for t in
+                                             ([config.tau] if config.tau is not None else list(TAUS))]
+    if plan["groups"] == "all":
+        gates.append(("all", None))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed + start_epoch)
         gen = torch.Generator().manual_seed(config.seed + start_epoch)
@@ -298,7 +409,7 @@ def fit_fairnet(
         ids_all = torch.as_tensor(rows)
         for epoch in range(start_epoch, config.epochs):
             perm = ids_all[torch.randperm(len(ids_all), generator=gen)]
-            total = 0.0
+            total, n_open, n_anchor = 0.0, 0, 0
             for s in range(0, len(perm), config.batch_size):
                 ids = perm[s : s + config.batch_size]  # row ids
                 with work.capture_input(work.head_layer) as store:
@@ -307,8 +418,12 @@ def fit_fairnet(
                 loss = logits.new_zeros(())
                 cmask = contrastive_all[ids]
                 if cmask.any():
-                    loss = loss + triplet_loss(store["in"][cmask], y_tr[ids][cmask], majority,
-                                               margin=config.margin, kind=config.distance, weights=w[cmask])
+                    h = hinge(store["in"][cmask], y_tr[ids][cmask], reference, margin=config.margin,
+                              kind=config.distance, normalize=config.normalize)
+                    wc = w[cmask]
+                    loss = loss + (F.relu(h) * wc).sum() / wc.sum()
+                    n_open += int((h.detach() > 0).sum())
+                    n_anchor += int(cmask.sum())
                 if config.ce_weight > 0:
                     ce = F.cross_entropy(logits, y_tr[ids], reduction="none")
                     loss = loss + config.ce_weight * (ce * w).sum() / w.sum()
@@ -316,34 +431,36 @@ def fit_fairnet(
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(ids)
-            # -- validation: adapter on for every row at each strength; gating by tau comes after
-            taus = [config.tau] if config.tau is not None else list(TAUS)
+            # -- validation: adapter on for every row at each strength; the gate comes after
             for strength in config.strengths:
                 set_strength(work.module, strength, config.alpha, config.rank)
                 with torch.no_grad():
                     on = [work.forward(_index(val["inputs"], slice(s, s + dev_batch))).argmax(1).numpy()
                           for s in range(0, len(y_val), dev_batch)]
                 adapted = np.concatenate(on)
-                for tau in taus:
-                    flag = risk_val > tau
+                for gate, tau in gates:
+                    flag = np.ones(len(y_val), bool) if gate == "all" else risk_val > tau
                     pred = np.where(flag, adapted, base_pred_val)
                     m = guard_metrics(pred, y_val, val["group"], n_classes, pos)
                     gain, se = accuracy_change(pred, base_pred_val, y_val)
-                    sweep.append({"epoch": epoch + 1, "strength": strength, "tau": tau,
+                    sweep.append({"epoch": epoch + 1, "strength": strength, "gate": gate, "tau": tau,
                                   "activation_rate": float(flag.mean()), **m,
                                   "accuracy_gain": gain, "accuracy_gain_se": se})
             set_strength(work.module, 1.0, config.alpha, config.rank)
             states.append(_lora_state(work.module))
             history.append(total / len(perm))
+            hinge_history.append(n_open / n_anchor if n_anchor else 0.0)
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, epoch + 1, sweep, states[-1], config)
             if progress is not None:
-                progress("adapter", epoch + 1, config.epochs, {"loss": total / len(perm)})
+                progress("adapter", epoch + 1, config.epochs,
+                         {"loss": total / len(perm), "open": hinge_history[-1]})
 
     floor = base_metrics["accuracy"] - config.max_accuracy_drop - 1e-12
     for r in sweep:  # no loss beyond max_accuracy_drop, with guard_se standard errors to spare
         if "accuracy_gain" not in r:  # a sweep resumed from a checkpoint written before guard_se
             r["accuracy_gain"], r["accuracy_gain_se"] = r["accuracy"] - base_metrics["accuracy"], 0.0
+        r.setdefault("gate", "detector")
         r["passes_guard"] = bool(r["accuracy"] >= floor and r["accuracy_gain"] - config.guard_se
                                  * r["accuracy_gain_se"] >= -config.max_accuracy_drop - 1e-12)
     passing = [r for r in sweep if r["passes_guard"]
@@ -360,19 +477,34 @@ def fit_fairnet(
         with torch.no_grad():
             for layer in lora_layers(work.module):
                 layer.lora_B[ADAPTER].weight.zero_()
+    gate = choice["gate"] if enabled else "detector"
+    reasons = why_off(hinge_start, detector, plan, config) if not enabled else []
+    correction = {
+        "groups": plan["groups"],
+        "corrected_groups": (["minority", "rest"] if plan["groups"] == "all" else ["minority"]),
+        "minority": list(detector.minority),
+        "reference_group": ["minority" if r else "rest" for r in plan["reference"]],
+        "cell_accuracy_validation": plan["cell_accuracy_validation"],
+        "anchors": int(len(anchors)),
+        "hinge_open_share": hinge_start,
+        "hinge_open_history": hinge_history,
+        "margin": config.margin, "distance": config.distance, "normalize": config.normalize,
+        "warning": (f"the contrastive hinge is open for {hinge_start:.1%} of the {len(anchors)} anchors: "
+                    "the correction has little to act on (the base already separates the corrected rows' "
+                    "classes at this margin)") if hinge_start < HINGE_CLOSED else None,
+    }
     corrected = CorrectedModel(work, peft_model, detector, tau=choice["tau"] if enabled else None,
-                               enabled=enabled, tap_layer=tap,
-                               prototypes={"cells": protos, "counts": counts, "majority": majority},
+                               enabled=enabled, tap_layer=tap, gate=gate,
+                               prototypes={"cells": protos, "counts": counts, "reference": reference},
                                info={"targets": list(targets)})
     record = {
         "base_validation": base_metrics,
         "chosen": choice,
         "adapter_enabled": enabled,
+        "gate": gate,
+        "correction": correction,
         "guard": {"max_accuracy_drop": config.max_accuracy_drop, "guard_se": config.guard_se,
-                  "floor": floor,
-                  "reason": None if enabled else
-                  "no (epoch, strength, tau) raised worst-group accuracy with an accuracy change - "
-                  f"{config.guard_se:g} standard errors >= -max_accuracy_drop"},
+                  "floor": floor, "reason": "; ".join(reasons) if reasons else None, "reasons": reasons},
         "sweep": sweep,
         "train_rows": int(len(rows)),
         "loss_history": history,
@@ -380,6 +512,22 @@ def fit_fairnet(
         "config": asdict(config),
     }
     return corrected, record
+
+
+def why_off(hinge_start: float, detector: Any, plan: dict[str, Any], config: CorrectConfig) -> list[str]:
+    """Why the guard shipped the adapter off, most telling first."""
+    reasons = []
+    if hinge_start < HINGE_CLOSED:
+        reasons.append(f"hinge closed: {hinge_start:.1%} of the anchors are inside the margin "
+                       f"{config.margin:g}, so the contrastive loss had nothing to correct")
+    rep = getattr(detector, "report", None) or {}
+    tpr, fpr = rep.get("tpr"), rep.get("fpr")
+    if plan["groups"] != "all" and tpr is not None and fpr is not None and tpr - fpr < DETECTOR_CHANCE:
+        reasons.append(f"detector at chance: TPR {tpr:.2f}, FPR {fpr:.2f} on its held-out rows, so the gate "
+                       "cannot find the rows to correct")
+    reasons.append("nothing passed the guard: no (epoch, strength, gate) raised validation worst-group accuracy "
+                   f"with an accuracy change - {config.guard_se:g} standard errors >= -{config.max_accuracy_drop:g}")
+    return reasons
 
 
 def _save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch.Tensor],

@@ -7,13 +7,15 @@ only.  Rows that are not flagged go through exactly the base layers: their outpu
 are bit-identical to the base model's.  All hooks and overrides live in a context
 manager and are removed in ``finally``; nothing is left on the modules between calls.
 
-How a LoRA layer is gated.  A vanilla peft ``lora.Linear`` whose only active adapter
-is ours gets, for the duration of the block, a forward that runs its base layer on
+How a LoRA layer is gated.  A vanilla peft ``lora.Linear`` or ``lora.Conv1d/2d/3d``
+whose only active adapter is ours gets, for the duration of the block, a forward that runs its base layer on
 the whole batch (as the base model does) and then adds the low-rank update to the
 flagged rows only: ``out.index_add_(0, rows, lora_B(lora_A(dropout(x[rows]))) *
 scaling)``.  Unflagged rows are never touched (exact whatever the adapter's
 weights hold, NaN included), and the adapter's cost scales with the share of rows
 flagged instead of the batch (peft's own forward runs the update on every row).
+A convolution's update is peft's own ``lora_B(lora_A(x))`` (a conv, then a 1x1 conv)
+on the flagged rows' feature maps.
 With every row flagged the layer runs peft's own forward unchanged; with none, the
 base layer alone.  Any other LoRA layer (another layer type, a variant such as DoRA,
 a merged or disabled adapter, other active adapters) is handed the gate as peft's
@@ -32,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from fairfix.models.base import INPUT
 
 #: peft's default name: saved at the top of the adapter folder, as PEFT tools expect.
 ADAPTER = "default"
@@ -64,15 +68,16 @@ class Gate:
 
 
 def _row_sparse(layer: nn.Module) -> bool:
-    """True when ``layer`` is a vanilla peft LoRA Linear whose only active adapter is ours.
+    """True when ``layer`` is a vanilla peft LoRA Linear or Conv layer whose only active adapter is ours.
 
     Its forward is then ``base_layer(x) + lora_B(lora_A(dropout(x))) * scaling``, which
     :func:`_sparse_forward` reproduces on the flagged rows; anything else goes through
     ``adapter_names``.
     """
     from peft.tuners.lora import Linear
+    from peft.tuners.lora.layer import _ConvNd
 
-    return (type(layer).forward is Linear.forward and list(layer.active_adapters) == [ADAPTER]
+    return (type(layer).forward in (Linear.forward, _ConvNd.forward) and list(layer.active_adapters) == [ADAPTER]
             and ADAPTER in layer.lora_B and ADAPTER not in layer.lora_variant
             and not layer.merged and not layer.disable_adapters)
 
@@ -86,7 +91,8 @@ def _sparse_forward(layer: nn.Module, gate: Gate) -> Callable[..., torch.Tensor]
     # Inference on plain factors (no bias, no active dropout): two matrix products on the
     # flagged rows, A first as (r, D) @ (D, n) -- much faster on CPU than (n, D) @ (D, r)
     # for a small rank r -- and the scaling folded into B, so the scatter needs no alpha.
-    plain = (lora_a.bias is None and lora_b.bias is None and not torch.is_grad_enabled()
+    plain = (isinstance(lora_a, nn.Linear) and lora_a.bias is None and lora_b.bias is None
+             and not torch.is_grad_enabled()
              and (isinstance(dropout, nn.Identity) or not dropout.training))
     scaled_b_t = (lora_b.weight * scaling).t() if plain else None
 
@@ -144,13 +150,14 @@ def gated(model: Any, gate: Gate, tap_layer: str, layers: list[nn.Module] | None
             gate.flagged = torch.full((tap_out.shape[0],), gate.mode == "on", dtype=torch.bool,
                                       device=tap_out.device)
             gate.risk = None
-        gate.rows = gate.flagged.nonzero().squeeze(1)
+        gate.rows = gate.flagged.nonzero().squeeze(1)  # (n_flagged,)
         gate.all_on = len(gate.rows) == len(gate.flagged)
         if slow:
             gate.names = [ADAPTER if f else BASE for f in gate.flagged.tolist()]
 
     def tap_hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
-        decide(out[0] if isinstance(out, tuple) else out)
+        out = out[0] if isinstance(out, tuple) else out
+        decide(out.flatten(1) if out.dim() > 3 else out)  # feature maps (B, C, H, W) -> (B, C*H*W)
 
     def names_pre_hook(_mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         if not gate.names:  # the tap comes after this layer: cannot happen with default targets
@@ -160,7 +167,11 @@ def gated(model: Any, gate: Gate, tap_layer: str, layers: list[nn.Module] | None
 
     patched = []
     try:
-        handles.append(model.check_layer(tap_layer).register_forward_hook(tap_hook))
+        if tap_layer == INPUT:  # the detector reads the model's input: decide before any layer runs
+            handles.append(model.check_layer(tap_layer).register_forward_pre_hook(
+                lambda mod, args: tap_hook(mod, args, args[0].float())))
+        else:
+            handles.append(model.check_layer(tap_layer).register_forward_hook(tap_hook))
         for layer in sparse:
             layer.forward = _sparse_forward(layer, gate)  # instance attribute, removed below
             patched.append(layer)

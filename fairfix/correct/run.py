@@ -136,10 +136,12 @@ def correct(
         train_minority = None
     else:
         train_minority = minority_codes(list(group_values(train_frame, group)[0]), minority_vals)
-    val_g, _ = group_codes(list(group_values(val_frame, group)[0]))
+    val_values = list(group_values(val_frame, group)[0])
+    val_g, _ = group_codes(val_values)
     train = {"inputs": model.encode(train_frame), "y": y_all[tr],
              "minority": train_minority, "group": None}
-    val = {"inputs": model.encode(val_frame), "y": y_all[va], "group": val_g}
+    val = {"inputs": model.encode(val_frame), "y": y_all[va], "group": val_g,
+           "minority": minority_codes(val_values, minority_vals)}
     corrected, record = fit_fairnet(model, detector, train, val, config, progress=progress,
                                     checkpoint=checkpoint, resume=resume)
 
@@ -157,6 +159,8 @@ def correct(
         "evaluated_on": eval_name,
         "adapter_enabled": corrected.enabled,
         "guard": record["guard"],
+        "gate": record["gate"],
+        "correction": record["correction"],
         "chosen": record["chosen"],
         "base_validation": record["base_validation"],
         "sweep": record["sweep"],

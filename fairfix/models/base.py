@@ -38,6 +38,9 @@ class Representation:
 
 
 MODEL_SCHEMA = "fairfix.model/1"
+#: The tap "layer" that is the model's own input (its first positional argument): a detector
+#: there reads the raw features, and LoRA may adapt every layer of the model.
+INPUT = "<input>"
 
 
 class Model(ABC):
@@ -121,8 +124,8 @@ class Model(ABC):
         return self.predict_proba(frame), {}
 
     def layer_names(self) -> list[str]:
-        """Names a representation can be taken from (every named submodule)."""
-        return [n for n, _ in self.module.named_modules() if n]
+        """Names a representation can be taken from (``<input>`` and every named submodule)."""
+        return [INPUT, *(n for n, _ in self.module.named_modules() if n)]
 
     @property
     @abstractmethod
@@ -135,7 +138,9 @@ class Model(ABC):
         """Linear layers after the tap that LoRA adapts by default."""
 
     def check_layer(self, layer: str) -> nn.Module:
-        """The submodule called ``layer``; ModelError listing the valid names otherwise."""
+        """The submodule called ``layer`` (the whole module for ``<input>``); ModelError listing the valid names otherwise."""
+        if layer == INPUT:
+            return self.module
         if layer:
             try:  # a walk down the dotted path (gated inference calls this once per batch)
                 return self.module.get_submodule(layer)
@@ -150,14 +155,23 @@ class Model(ABC):
 
     @contextmanager
     def capture(self, layer: str) -> Iterator[dict[str, torch.Tensor]]:
-        """Record the output of ``layer`` during forward passes inside the block."""
+        """Record the output of ``layer`` during forward passes inside the block.
+
+        Vectors ``(B, D)`` and token states ``(B, T, D)`` as they are; feature maps of a
+        convolution ``(B, C, H, W)`` flattened to ``(B, C*H*W)`` (what the detector reads).
+        """
         module = self.check_layer(layer)
         store: dict[str, torch.Tensor] = {}
 
         def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
-            store["out"] = out[0] if isinstance(out, tuple) else out
+            out = out[0] if isinstance(out, tuple) else out
+            store["out"] = out.flatten(1) if out.dim() > 3 else out  # feature maps (B, C, H, W) -> (B, C*H*W)
 
-        handle = module.register_forward_hook(hook)
+        def input_hook(_mod: nn.Module, args: tuple) -> None:
+            hook(_mod, args, args[0].float())
+
+        handle = (module.register_forward_pre_hook(input_hook) if layer == INPUT
+                  else module.register_forward_hook(hook))
         try:
             yield store
         finally:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fairfix import errors
-from fairfix.models.base import Model, check_state_dict, load_safetensors
+from fairfix.models.base import INPUT, Model, check_state_dict, load_safetensors
 from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
 KIND = "factory"
@@ -86,16 +86,31 @@ class FactoryModel(Model):
         x = inputs["x"].to(_param_dtype(self.module))  # (B, F)
         return _class_logits(self.module(x), self.single_logit)
 
+    def conv_layers(self) -> list[str]:
+        """Names of every ``nn.Conv1d/2d/3d`` in the module, in registration order."""
+        return [n for n, m in self.module.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)]
+
     @property
     def default_tap_layer(self) -> str:
-        """The first linear layer's output when there are two or more linear layers, else ``""``."""
+        """The model's input (``<input>``) for a network with convolutions (a shortcut such as
+        colour lives in the first layers, and LoRA then reaches every layer); else the first
+        linear layer's output when there are two or more linear layers, else ``""``."""
+        if self.conv_layers():
+            return INPUT
         linears = self.linear_layers()
         return linears[0] if len(linears) >= 2 else ""
 
     @property
     def default_lora_targets(self) -> list[str]:
-        """Linear layers after the tap except the last (the head); else all but the last."""
+        """Every convolution and linear layer except the last (the head), for a network with convolutions.
+
+        Without convolutions: the linear layers after the first except the head (else all
+        but the head).
+        """
         linears = self.linear_layers()
+        convs = self.conv_layers()
+        if convs:
+            return [*convs, *linears[:-1]]
         return linears[1:-1] or linears[:-1]
 
     def save(

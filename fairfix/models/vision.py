@@ -2,11 +2,11 @@
 
 A factory model reads a ``(B, F)`` row of numeric columns, so these modules take
 flattened images (channel-major, as the ``digits_color`` data stores them) and
-reshape them.  Their linear layers are named so that fairfix's defaults for a
-factory model fit a CNN: the tap layer is the first Linear (``fc1``, the first
-dense representation after the convolutions), LoRA adapts the Linear layers
-between the tap and the head (``fc2``), and ``head`` (the last Linear) reads
-the final representation.
+reshape them.  fairfix's defaults for a factory model with convolutions fit a
+CNN: the tap layer is the first convolution (``features.0``: the colour of an
+image is still plain there), LoRA adapts every convolution and Linear layer
+after it but the head (``features.2``, ``fc1``, ``fc2``), and ``head`` (the
+last Linear) reads the final representation.
 """
 
 from __future__ import annotations

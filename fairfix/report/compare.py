@@ -110,6 +110,12 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
             cells = [f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
                      for k in ("accuracy", "tpr", "fpr") if k in g]
             lines.append(f"| {_group_name(g['group'])} | {g['n']} | " + " | ".join(cells) + " |")
+        corr = doc.get("correction")
+        if corr:
+            lines += ["", "| groups corrected | gate | anchors | hinge open | adapter |", "|---|---|---|---|---|",
+                      f"| {', '.join(corr.get('corrected_groups') or [])} | {doc.get('gate') or '-'} | "
+                      f"{corr.get('anchors', '-')} | {fmt_num(corr.get('hinge_open_share'))} | "
+                      f"{'on' if doc.get('adapter_enabled') else 'off'} |"]
         return "\n".join(lines) + "\n"
     from rich.table import Table
 
@@ -137,6 +143,15 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         by = ", ".join(f"{k}: {fmt_num(v)}" for k, v in (det.get("activation_rate_by_group") or {}).items())
         dt.add_row(fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")), by)
         console.print(dt)
+    corr = doc.get("correction")
+    if corr:
+        ct = Table(title="correction", title_justify="left")
+        for c in ("groups corrected", "gate", "anchors", "hinge open", "adapter"):
+            ct.add_column(c, justify="right")
+        ct.add_row(", ".join(corr.get("corrected_groups") or []), str(doc.get("gate") or "-"),
+                   str(corr.get("anchors", "-")), fmt_num(corr.get("hinge_open_share")),
+                   "on" if doc.get("adapter_enabled") else "off")
+        console.print(ct)
     for gr in doc.get("gates", []):
         state = "TRIPPED" if gr["tripped"] else ("passed (insufficient evidence)" if gr["insufficient_evidence"]
                                                  else "passed")

@@ -37,11 +37,16 @@ def test_small_cnn_shapes_and_layer_names():
     assert wide(torch.rand(2, 36)).shape == (2, 3)
     model = FactoryModel(net, factory=CNN, features=PIXELS, classes=[0, 1], positive=1)
     assert model.linear_layers() == ["fc1", "fc2", "head"]
-    assert model.default_tap_layer == "fc1"
-    assert model.default_lora_targets == ["fc2"]
+    # a CNN: the detector reads the input (colour is plain there), LoRA reaches every conv and linear but the head
+    assert model.default_tap_layer == "<input>"
+    assert model.default_lora_targets == ["features.0", "features.2", "fc1", "fc2"]
     assert model.head_layer == "head"
-    rep = model.representation(model.encode(load_digits_color("test").iloc[:7]))
-    assert rep.values.shape == (7, 64) and not rep.is_sequence
+    inputs = model.encode(load_digits_color("test").iloc[:7])
+    rep = model.representation(inputs)
+    assert rep.values.shape == (7, 192) and not rep.is_sequence
+    assert torch.equal(rep.values, inputs["x"])  # the raw pixels
+    assert model.representation(inputs, "fc1").values.shape == (7, 64)
+    assert model.representation(inputs, "features.0").values.shape == (7, 16 * 8 * 8)  # feature maps, flattened
 
 
 def test_train_factory_is_reproducible_and_leaves_global_rng_alone(digits):
@@ -97,7 +102,7 @@ def test_cli_train_factory_then_predict(tmp_path):
     assert manifest["config"]["factory"] == CNN and manifest["config"]["epochs"] == 1
     assert manifest["training"]["data"] == {"source": "digits_color:train", "sha256": None, "rows": 1200}
     model = load_model(out)
-    assert model.kind == "factory" and model.default_tap_layer == "fc1"
+    assert model.kind == "factory" and model.default_tap_layer == "<input>"
     test = load_digits_color("test")
     proba = model.predict_proba(test)
     assert proba.shape == (len(test), 2) and np.allclose(proba.sum(1), 1)
