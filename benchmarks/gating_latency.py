@@ -64,6 +64,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.15
+TARGET_CNN = 1.3  # the coloured-digits CNN (issue: FairNet that corrects)
 GATED = "b  gated (one pass)"
 GATED_NAMES = "b' gated, peft adapter_names path"
 
@@ -122,8 +123,23 @@ def ensure_minilm(data_dir: Path, rows: int) -> tuple[Any, Any, Any]:
     return load_model(out), fit, test
 
 
-def build(base: Any, detector_hidden: int, seed: int, train: Any = None,
-          ) -> tuple[Any, Any, Any, Any]:
+def ensure_cnn(data_dir: Path) -> tuple[Any, Any, Any]:
+    """The coloured-digits CNN (recipes/digits_color.yaml's factory), 2 epochs, cached in
+    ``bench-data/gating-cnn``; weights hardly matter for latency.  Returns (model, fit rows, test rows)."""
+    from fairfix.datasets.digits_color import PIXELS, load_digits_color
+    from fairfix.models import load_model
+    from fairfix.training import train_model
+
+    out = data_dir / "gating-cnn"
+    fit, test = load_digits_color("train"), load_digits_color("test")
+    if not (out / "fairfix.json").is_file():
+        train_model(fit, label="label", out=out, features=PIXELS, factory="fairfix.models.vision:small_cnn",
+                    epochs=2, batch_size=32, lr=0.003, force=True)
+    return load_model(out), fit, test
+
+
+def build(base: Any, detector_hidden: int, seed: int, train: Any = None, group: str = "sex",
+          minority: str = "Female") -> tuple[Any, Any, Any, Any]:
     """Detector, adapted copy (peft LoRA as fit_fairnet injects it), merged copy, bundle."""
     from peft import LoraConfig, get_peft_model
 
@@ -134,7 +150,7 @@ def build(base: Any, detector_hidden: int, seed: int, train: Any = None,
 
     if train is None:
         train = load_adult("train").sample(8000, random_state=seed).reset_index(drop=True)
-    detector = fit_detector(train, base, group="sex", minority=["Female"],
+    detector = fit_detector(train, base, group=group, minority=[minority],
                             config=DetectorConfig(epochs=3, hidden=detector_hidden, seed=seed))
     work = copy.deepcopy(base)
     lcfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, init_lora_weights=True,
@@ -162,6 +178,8 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
     """The timed callables (each returns logits or probabilities)."""
     from fairfix.correct import gating
 
+    from fairfix.models.base import INPUT
+
     x = base.encode(frame)
     det = detector.module
     tap = base.check_layer(detector.layer)
@@ -170,7 +188,10 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
 
     def base_and_detector() -> tuple[torch.Tensor, torch.Tensor]:
         store: dict[str, torch.Tensor] = {}
-        handle = tap.register_forward_hook(lambda _m, _i, out: store.__setitem__("h", out))
+        if detector.layer == INPUT:  # the detector reads the model's input
+            handle = tap.register_forward_pre_hook(lambda _m, args: store.__setitem__("h", args[0]))
+        else:
+            handle = tap.register_forward_hook(lambda _m, _i, out: store.__setitem__("h", out))
         try:
             logits = base.forward(x)
         finally:
@@ -259,9 +280,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="few runs, quick model (smoke test)")
     ap.add_argument("--runs", type=int, default=200, help="timed runs per method")
     ap.add_argument("--warmup", type=int, default=20, help="untimed rounds first")
-    ap.add_argument("--model", choices=("adult-mlp", "minilm"), default="adult-mlp",
+    ap.add_argument("--model", choices=("adult-mlp", "minilm", "cnn"), default="adult-mlp",
                     help="adult-mlp: the Adult tabular MLP; minilm: the packaged MiniLM on Adult "
-                    "rows as text (recipes/adult_text.yaml's template, max length 64)")
+                    "rows as text (recipes/adult_text.yaml's template, max length 64); cnn: the coloured "
+                    "digits CNN (detector on the input, LoRA on both convolutions, fc1 and fc2; target 1.3x)")
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--detector-hidden", type=int, default=64,
@@ -282,6 +304,10 @@ def main() -> int:
         base, fit, test = ensure_minilm(args.data_dir, 128 if args.quick else 1024)
         detector, work, merged, corrected = build(base, args.detector_hidden, args.seed, fit)
         shape = f"MiniLM-L6 text classifier, max length {base.max_length}"
+    elif args.model == "cnn":
+        base, fit, test = ensure_cnn(args.data_dir)
+        detector, work, merged, corrected = build(base, args.detector_hidden, args.seed, fit, "colour", "red")
+        shape = "small CNN 3x8x8 -> conv16 -> conv16 -> 64 -> 32 -> 2"
     else:
         base = ensure_model(args.data_dir, args.quick)
         detector, work, merged, corrected = build(base, args.detector_hidden, args.seed)
@@ -323,15 +349,16 @@ def main() -> int:
                    f"{low[n] / ref_min:.2f}")
         print(f"{n:<{w}}  " + "  ".join(f"{f:>15}" for f in figures))
     ratio = med[GATED] / a
-    verdict = "PASS" if ratio <= TARGET else "FAIL"
-    print(f"target gated / base <= {TARGET}: {ratio:.2f} (paired {paired[GATED]:.2f}, "
+    target = TARGET_CNN if args.model == "cnn" else TARGET
+    verdict = "PASS" if ratio <= target else "FAIL"
+    print(f"target gated / base <= {target}: {ratio:.2f} (paired {paired[GATED]:.2f}, "
           f"min {low[GATED] / a_min:.2f}) -> {verdict} "
           "(encoded inputs, ratio of medians; e rows are relative to the end-to-end base)")
     if args.json:
         args.json.write_text(json.dumps({
             "batch": args.batch, "runs": args.runs, "threads": args.threads, "flagged": flagged,
             "median_us": med, "min_us": low, "paired_ratio": paired,
-            "ratio_gated_over_base": ratio, "target": TARGET,
+            "ratio_gated_over_base": ratio, "target": target,
             "load": load,
         }, indent=2))
     return 0

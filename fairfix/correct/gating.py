@@ -14,8 +14,9 @@ flagged rows only: ``out.index_add_(0, rows, lora_B(lora_A(dropout(x[rows]))) *
 scaling)``.  Unflagged rows are never touched (exact whatever the adapter's
 weights hold, NaN included), and the adapter's cost scales with the share of rows
 flagged instead of the batch (peft's own forward runs the update on every row).
-A convolution's update is peft's own ``lora_B(lora_A(x))`` (a conv, then a 1x1 conv)
-on the flagged rows' feature maps.
+A convolution's update is folded into its kernel at inference (``W + scaling * B A``,
+peft's ``get_delta_weight``): the flagged rows run that conv, the others the base conv
+on their own rows (exact per row: a convolution treats every image alone).
 With every row flagged the layer runs peft's own forward unchanged; with none, the
 base layer alone.  Any other LoRA layer (another layer type, a variant such as DoRA,
 a merged or disabled adapter, other active adapters) is handed the gate as peft's
@@ -63,6 +64,7 @@ class Gate:
     risk: torch.Tensor | None = None
     flagged: torch.Tensor | None = None
     rows: torch.Tensor | None = None  # indices of the flagged rows
+    kept: torch.Tensor | None = None  # indices of the others
     all_on: bool = False
     names: list[str] = field(default_factory=list)
 
@@ -95,6 +97,14 @@ def _sparse_forward(layer: nn.Module, gate: Gate) -> Callable[..., torch.Tensor]
              and not torch.is_grad_enabled()
              and (isinstance(dropout, nn.Identity) or not dropout.training))
     scaled_b_t = (lora_b.weight * scaling).t() if plain else None
+    # A convolution at inference: the update is folded into the kernel (W + scaling * B A, peft's
+    # own delta), and the flagged rows run that one conv while the others run the base conv on
+    # their own rows -- one conv's cost in all, where the factors as two more convs (a k x k, then
+    # a 1 x 1) cost more than the base conv itself on small feature maps.
+    conv = isinstance(base, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+    folded = (conv and not torch.is_grad_enabled() and lora_b.bias is None
+              and (isinstance(dropout, nn.Identity) or not dropout.training))
+    merged_w = (base.weight + layer.get_delta_weight(ADAPTER).to(base.weight.dtype)) if folded else None
 
     def update_of(part: torch.Tensor) -> torch.Tensor:
         if part.dtype != lora_a.weight.dtype:
@@ -109,20 +119,37 @@ def _sparse_forward(layer: nn.Module, gate: Gate) -> Callable[..., torch.Tensor]
         rows = gate.rows
         if rows is None:  # the tap comes after this layer: cannot happen with default targets
             raise RuntimeError(BEFORE_TAP)
+        if merged_w is not None and not args and not kwargs:
+            if gate.all_on:
+                return base._conv_forward(x, merged_w, base.bias)
+            if not len(rows):
+                return base(x)
+            _check_rows(x, gate)
+            keep = gate.kept  # (n_unflagged,)
+            on = base._conv_forward(x.index_select(0, rows), merged_w, base.bias)
+            out = x.new_empty((x.shape[0], *on.shape[1:]), dtype=on.dtype)
+            out.index_copy_(0, rows, on)
+            if len(keep):
+                out.index_copy_(0, keep, base(x.index_select(0, keep)))
+            return out
         if gate.all_on:
             return peft_forward(layer, x, *args, **kwargs)
         out = base(x, *args, **kwargs)
         if not len(rows):
             return out
-        if x.shape[0] != len(gate.flagged):  # type: ignore[arg-type]
-            raise RuntimeError(f"a LoRA layer saw {x.shape[0]} rows where the tap layer saw "
-                               f"{len(gate.flagged)}: cannot gate it per row")  # type: ignore[arg-type]
+        _check_rows(x, gate)
         update = update_of(x.index_select(0, rows)).to(out.dtype)
         if torch.is_grad_enabled():
             return out.index_add(0, rows, update)
         return out.index_add_(0, rows, update)
 
     return forward
+
+
+def _check_rows(x: torch.Tensor, gate: Gate) -> None:
+    if x.shape[0] != len(gate.flagged):  # type: ignore[arg-type]
+        raise RuntimeError(f"a LoRA layer saw {x.shape[0]} rows where the tap layer saw "
+                           f"{len(gate.flagged)}: cannot gate it per row")  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -151,6 +178,7 @@ def gated(model: Any, gate: Gate, tap_layer: str, layers: list[nn.Module] | None
                                       device=tap_out.device)
             gate.risk = None
         gate.rows = gate.flagged.nonzero().squeeze(1)  # (n_flagged,)
+        gate.kept = (~gate.flagged).nonzero().squeeze(1)  # (n - n_flagged,)
         gate.all_on = len(gate.rows) == len(gate.flagged)
         if slow:
             gate.names = [ADAPTER if f else BASE for f in gate.flagged.tolist()]
@@ -185,7 +213,7 @@ def gated(model: Any, gate: Gate, tap_layer: str, layers: list[nn.Module] | None
             del layer.forward  # back to the class's forward
         gate.names = []
         gate.mask = None
-        gate.rows = None
+        gate.rows = gate.kept = None
 
 
 @torch.no_grad()

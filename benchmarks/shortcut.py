@@ -1,0 +1,304 @@
+"""FairNet in its own regime: a CNN that under-serves the cells a shortcut mislabels (coloured digits).
+
+The task is ``recipes/digits_color.yaml``'s (fairfix/datasets/digits_color.py): digits 5-9 vs 0-4,
+drawn in red or green, the colour agreeing with the label on 90% of the training images and on half
+of the test images.  Per seed, the same protocol for every method:
+
+- the base: the recipe's small CNN (``fairfix.models.vision:small_cnn``) trained by fairfix
+  (ERM, the recipe's epochs / lr / patience) on the training split minus ``correct``'s
+  validation rows (the recipe's ``hold_out_validation``), with that seed;
+- fairfix: ``fairfix.correct`` with the recipe's settings at that seed (detector fitted inside),
+  with the group label on every training row (full), on 10% of them (partial; the validation
+  rows keep theirs, they drive the guard), or on none (``--mode none``); the bundle is whatever
+  the guard chose on validation -- nothing is chosen on test;
+- peers on the same CNN and rows: GroupDRO (online, over (colour, label) cells), JTT (one-epoch
+  ERM identifies the errors, upweighted by lambda in {5, 20}), each early-stopped on validation
+  worst-group accuracy; DFR (the base's head refitted on the validation rows, cell-balanced,
+  C chosen on half of them).
+
+Prints one line per (seed, method) and a table of means; ``--write-results`` puts the table in
+docs/results.md ("FairNet in its regime: coloured digits").  ``--json`` saves the raw runs.
+
+    OMP_NUM_THREADS=1 python benchmarks/shortcut.py --seeds 5 --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SECTION = "## FairNet in its regime: coloured digits"
+RECIPE = {"epochs": 30, "batch_size": 32, "lr": 0.003, "patience": 10}  # recipes/digits_color.yaml, model.train
+CORRECT = {"epochs": 20, "batch_size": 64, "lr": 0.003}  # recipes/digits_color.yaml, correct
+CNN = "fairfix.models.vision:small_cnn"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cells_metrics(pred: np.ndarray, y: np.ndarray, g: np.ndarray) -> dict[str, float]:
+    """Accuracy and worst (colour, label) cell accuracy; g is 0/1."""
+    accs = [float((pred[(g == a) & (y == c)] == c).mean()) for a in (0, 1) for c in (0, 1)
+            if ((g == a) & (y == c)).any()]
+    return {"accuracy": float((pred == y).mean()), "wga": min(accs)}
+
+
+def cnn_loop(x: Any, y: Any, x_va: Any, y_va: np.ndarray, g_va: np.ndarray, seed: int, batch_loss: Any,
+             epochs: int, select: bool = True) -> Any:
+    """The peers' CNN loop: the recipe's optimiser, batches and epochs; early stop on validation WGA."""
+    import torch
+
+    from fairfix.models.vision import small_cnn
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = small_cnn()
+        opt = torch.optim.AdamW(net.parameters(), lr=RECIPE["lr"], weight_decay=1e-5)
+        gen = torch.Generator().manual_seed(seed)
+        best, best_epoch, best_state = -1.0, -1, None
+        for epoch in range(epochs):
+            net.train()
+            perm = torch.randperm(len(x), generator=gen)
+            for s in range(0, len(perm), RECIPE["batch_size"]):
+                idx = perm[s : s + RECIPE["batch_size"]]
+                loss = batch_loss(net, idx)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if not select:
+                continue
+            net.eval()
+            with torch.no_grad():
+                wga = cells_metrics(net(x_va).argmax(1).numpy(), y_va, g_va)["wga"]
+            if wga > best + 1e-12:
+                best, best_epoch = wga, epoch
+                best_state = {k: v.clone() for k, v in net.state_dict().items()}
+            if epoch - best_epoch >= RECIPE["patience"]:
+                break
+        if select:
+            net.load_state_dict(best_state)
+    net.eval()
+    return net, best
+
+
+def group_dro(x: Any, y: Any, g: Any, x_va: Any, y_va: np.ndarray, g_va: np.ndarray, seed: int,
+              eta: float = 0.01) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    cells = g * 2 + y
+    q = torch.full((4,), 0.25)
+
+    def batch_loss(net: Any, idx: Any) -> Any:
+        nonlocal q
+        losses = F.cross_entropy(net(x[idx]), y[idx], reduction="none")
+        c = cells[idx]
+        cnt = torch.bincount(c, minlength=4).float()
+        cell_loss = torch.zeros(4).index_add(0, c, losses) / cnt.clamp(min=1)
+        q = q * torch.exp(eta * cell_loss.detach())
+        q = q / q.sum()
+        return (q * cell_loss).sum()
+
+    return cnn_loop(x, y, x_va, y_va, g_va, seed, batch_loss, RECIPE["epochs"])[0]
+
+
+def jtt(x: Any, y: Any, x_va: Any, y_va: np.ndarray, g_va: np.ndarray, seed: int,
+        lambdas: tuple[float, ...] = (5.0, 20.0)) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    def weighted(w: Any) -> Any:
+        return lambda net, idx: (w[idx] * F.cross_entropy(net(x[idx]), y[idx], reduction="none")).sum() / w[idx].sum()
+
+    ident, _ = cnn_loop(x, y, x_va, y_va, g_va, seed, weighted(torch.ones(len(y))), 1, select=False)
+    with torch.no_grad():
+        err = (ident(x).argmax(1) != y).float()
+    fits = [cnn_loop(x, y, x_va, y_va, g_va, seed, weighted(1.0 + (lam - 1.0) * err), RECIPE["epochs"])
+            for lam in lambdas]
+    return max(fits, key=lambda f: f[1])[0]
+
+
+def dfr(f_va: np.ndarray, y_va: np.ndarray, g_va: np.ndarray, f_te: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    cells = g_va * 2 + y_va
+    half = np.zeros(len(y_va), bool)
+    for c in np.unique(cells):
+        ids = rng.permutation(np.flatnonzero(cells == c))
+        half[ids[: len(ids) // 2]] = True
+
+    def fit(rows: np.ndarray, c_value: float) -> Any:
+        scaler = StandardScaler().fit(f_va[rows])
+        groups = [rows[cells[rows] == c] for c in np.unique(cells[rows])]
+        m = min(len(r) for r in groups)
+        coefs, bs = [], []
+        for _ in range(5):
+            pick = np.concatenate([rng.choice(r, m, replace=False) for r in groups])
+            lr = LogisticRegression(C=c_value, penalty="l1", solver="liblinear", random_state=seed)
+            lr.fit(scaler.transform(f_va[pick]), y_va[pick])
+            coefs.append(lr.coef_)
+            bs.append(lr.intercept_)
+        return scaler, np.mean(coefs, 0), float(np.mean(bs))
+
+    def predict(fitted: Any, f: np.ndarray) -> np.ndarray:
+        scaler, coef, b = fitted
+        return ((scaler.transform(f) @ coef.T).ravel() + b > 0).astype(np.int64)
+
+    grid = (1.0, 0.3, 0.1, 0.03)
+    a, b = np.flatnonzero(half), np.flatnonzero(~half)
+    best = max(grid, key=lambda c: cells_metrics(predict(fit(a, c), f_va[b]), y_va[b], g_va[b])["wga"])
+    return predict(fit(np.arange(len(y_va)), best), f_te)
+
+
+def run_seed(seed: int, peers: bool) -> list[dict[str, Any]]:
+    import torch
+
+    from fairfix.correct import CorrectConfig
+    from fairfix.correct.run import correct
+    from fairfix.datasets.digits_color import PIXELS, load_digits_color
+    from fairfix.detect.fit import DetectorConfig
+    from fairfix.models import load_model
+    from fairfix.recipes import _correct_split
+    from fairfix.training import train_model
+
+    train, test = load_digits_color("train"), load_digits_color("test")
+    cfg = CorrectConfig(seed=seed, **CORRECT)
+    tr, va = _correct_split(train, "label", "colour", [0, 1], cfg)
+    out: list[dict[str, Any]] = []
+    y_te, g_te = test["label"].to_numpy(), (test["colour"] == "red").to_numpy().astype(np.int64)
+    y_va, g_va = train["label"].to_numpy()[va], (train["colour"] == "red").to_numpy().astype(np.int64)[va]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train_model(train.iloc[tr].reset_index(drop=True), label="label", out=Path(tmp) / "m", features=PIXELS,
+                    factory=CNN, seed=seed, **RECIPE)
+        base = load_model(Path(tmp) / "m")
+        x_te = base.encode(test)["x"]
+        x_va = base.encode(train.iloc[va])["x"]
+        with torch.no_grad():
+            base_te = base.module(x_te).argmax(1).numpy()
+            base_va = base.module(x_va).argmax(1).numpy()
+        row = {"seed": seed, "method": "ERM", **cells_metrics(base_te, y_te, g_te),
+               "val_accuracy": cells_metrics(base_va, y_va, g_va)["accuracy"], "seconds": time.perf_counter() - t0}
+        out.append(row)
+        log(json.dumps(row))
+        rng = np.random.default_rng(seed)
+        for name, mode, frac in (("fairfix (full)", "auto", 1.0), ("fairfix (10% labels)", "auto", 0.1),
+                                 ("fairfix (no labels)", "none", None)):
+            t0 = time.perf_counter()
+            frame = train.copy()
+            if frac is not None and frac < 1.0:
+                hide = np.zeros(len(frame), bool)
+                hide[tr] = rng.random(len(tr)) >= frac  # the validation rows keep their labels (the guard's)
+                frame["colour"] = frame["colour"].astype(object)
+                frame.loc[hide, "colour"] = None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                corrected, res = correct(frame, base, label="label", group="colour",
+                                         detector_config=DetectorConfig(mode=mode, epochs=30, seed=seed),
+                                         config=cfg, eval_data=test)
+            with torch.no_grad():
+                te = corrected.forward({"x": x_te}).argmax(1).numpy()
+                vv = corrected.forward({"x": x_va}).argmax(1).numpy()
+            rec = res["record"]
+            row = {"seed": seed, "method": name, **cells_metrics(te, y_te, g_te),
+                   "val_accuracy": cells_metrics(vv, y_va, g_va)["accuracy"],
+                   "enabled": rec["adapter_enabled"], "gate": rec["gate"],
+                   "chosen": rec["chosen"] and {k: rec["chosen"][k] for k in ("epoch", "strength", "gate", "tau")},
+                   "hinge_open": rec["correction"]["hinge_open_share"], "groups": rec["correction"]["groups"],
+                   "seconds": time.perf_counter() - t0}
+            out.append(row)
+            log(json.dumps(row))
+        if peers:
+            xt = base.encode(train.iloc[tr])["x"]
+            yt = torch.as_tensor(train["label"].to_numpy()[tr])
+            gt = torch.as_tensor((train["colour"] == "red").to_numpy().astype(np.int64)[tr])
+            for name, fit in (("GroupDRO", lambda: group_dro(xt, yt, gt, x_va, y_va, g_va, seed)),
+                              ("JTT", lambda: jtt(xt, yt, x_va, y_va, g_va, seed))):
+                t0 = time.perf_counter()
+                net = fit()
+                with torch.no_grad():
+                    te, vv = net(x_te).argmax(1).numpy(), net(x_va).argmax(1).numpy()
+                row = {"seed": seed, "method": name, **cells_metrics(te, y_te, g_te),
+                       "val_accuracy": cells_metrics(vv, y_va, g_va)["accuracy"], "seconds": time.perf_counter() - t0}
+                out.append(row)
+                log(json.dumps(row))
+            t0 = time.perf_counter()
+            with torch.no_grad(), base.capture_input(base.head_layer) as store:
+                base.module(x_va)
+                f_va = store["in"].numpy()
+                base.module(x_te)
+                f_te = store["in"].numpy()
+            te = dfr(f_va, y_va, g_va, f_te, seed)
+            row = {"seed": seed, "method": "DFR", **cells_metrics(te, y_te, g_te),
+                   "val_accuracy": None, "seconds": time.perf_counter() - t0}
+            out.append(row)
+            log(json.dumps(row))
+    return out
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    erm = {r["seed"]: r for r in runs if r["method"] == "ERM"}
+    lines = ["| method | test accuracy | test WGA | Δ WGA vs ERM | validation accuracy (training distribution) "
+             "| seeds with accuracy >= ERM | adapter on |", "|---|---|---|---|---|---|---|"]
+    for m in methods:
+        rs = [r for r in runs if r["method"] == m]
+
+        def ms(key: str, rows: list[dict[str, Any]] = rs) -> str:
+            v = [r[key] for r in rows if r.get(key) is not None]
+            return f"{100 * np.mean(v):.1f} ± {100 * np.std(v):.1f}" if v else "-"
+
+        dw = [r["wga"] - erm[r["seed"]]["wga"] for r in rs]
+        keep = sum(r["accuracy"] >= erm[r["seed"]]["accuracy"] - 1e-12 for r in rs)
+        on = sum(bool(r.get("enabled")) for r in rs) if "enabled" in rs[0] else None
+        lines.append(f"| {m} | {ms('accuracy')} | {ms('wga')} | {100 * np.mean(dw):+.1f} | {ms('val_accuracy')} "
+                     f"| {keep}/{len(rs)} | {'-' if on is None else f'{on}/{len(rs)}'} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--from-json", type=Path)
+    ap.add_argument("--write-results", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    if args.from_json:
+        runs = json.loads(args.from_json.read_text())
+    else:
+        runs = []
+        for seed in range(args.seeds):
+            runs += run_seed(seed, not args.no_peers)
+            if args.json:
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(runs, indent=1))
+    text = table(runs)
+    print(text)
+    if args.write_results:
+        from _results import write_section
+
+        n = len({r["seed"] for r in runs})
+        write_section(SECTION, f"{SECTION}\n\n`OMP_NUM_THREADS=1 python benchmarks/shortcut.py --seeds {n} "
+                      f"--write-results` ({n} seeds; means ± std, %; nothing chosen on test):\n\n{text}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
