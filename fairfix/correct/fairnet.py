@@ -481,7 +481,7 @@ def fit_fairnet(
     reasons = why_off(hinge_start, detector, plan, config) if not enabled else []
     correction = {
         "groups": plan["groups"],
-        "corrected_groups": (["minority", "rest"] if plan["groups"] == "all" else ["minority"]),
+        "corrected_groups": [*map(str, detector.minority), *(["the other groups"] if plan["groups"] == "all" else [])],
         "minority": list(detector.minority),
         "reference_group": ["minority" if r else "rest" for r in plan["reference"]],
         "cell_accuracy_validation": plan["cell_accuracy_validation"],

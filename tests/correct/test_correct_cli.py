@@ -78,6 +78,11 @@ def test_correct_guard_turning_everything_down_warns_and_exits_0(workspace):
     assert manifest["adapter_enabled"] is False
     doc = json.loads(res.stdout)
     assert doc["guard"]["guard_se"] == 0.5 and doc["guard"]["reason"]
+    # one line says why, and the compare JSON carries what the correction had to act on
+    assert doc["guard"]["reasons"][-1].startswith("nothing passed the guard")
+    assert doc["guard"]["reasons"][0] in res.stderr
+    assert doc["correction"]["hinge_open_share"] == 1.0  # margin 100: every hinge open
+    assert doc["correction"]["anchors"] > 0 and doc["correction"]["margin"] == 100
     assert all(v in (0, None) for v in doc["delta"].values())  # outputs equal the base model's
 
 
@@ -87,6 +92,7 @@ def test_correct_guard_turning_everything_down_warns_and_exits_0(workspace):
     (["--distance", "manhattan"], "distance='manhattan'"),
     (["--minority", "nobody"], "--minority 'nobody' does not occur"),
     (["--resume"], "no checkpoint"),
+    (["--groups", "everyone"], "groups='everyone'"),
 ])
 def test_correct_bad_options_exit_2(workspace, args, message):
     d = workspace

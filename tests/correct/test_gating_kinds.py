@@ -35,10 +35,10 @@ from fairfix.correct.fairnet import CorrectConfig, fit_fairnet, group_codes, min
 from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
 from fairfix.detect.fit import DetectorConfig, fit_detector
 from fairfix.models import load_model
-from fairfix.models.base import load_safetensors
+from fairfix.models.base import INPUT, load_safetensors
 from fairfix.models.tabular import encode_labels
 
-KINDS = ("hf", "factory")
+KINDS = ("hf", "factory", "cnn")
 
 
 # -- model kinds --------------------------------------------------------------------------
@@ -109,10 +109,28 @@ class Setup:
     lora_b_trained: bool  # some LoRA B entry moved off zero during training
 
 
+def digits_frame(n: int) -> pd.DataFrame:
+    """Coloured digits (192 pixel columns); the minority is the red images."""
+    from fairfix.datasets.digits_color import load_digits_color
+
+    frame = load_digits_color("train").iloc[:n]
+    return frame.assign(grp=np.where(frame["colour"] == "red", "min", "maj"), y=frame["label"])
+
+
 def _build(kind: str, tmp) -> Setup:
     if kind == "hf":
         model = load_model(tiny_bert(tmp / "bert"), text_column="text")
         frame = text_frame(240, seed=0)
+    elif kind == "cnn":  # the digits CNN: tap at the input, LoRA on two Conv2d and two Linear layers
+        from fairfix.datasets.digits_color import PIXELS
+        from fairfix.models.vision import small_cnn
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            state = {k: v.contiguous() for k, v in small_cnn().state_dict().items()}
+        save_file(state, str(tmp / "w.safetensors"))
+        model = load_model(tmp / "w.safetensors", factory="fairfix.models.vision:small_cnn", features=PIXELS)
+        frame = digits_frame(300)
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
@@ -192,7 +210,8 @@ def test_forced_on_equals_plain_peft_and_off_equals_base(setup):
     assert not flagged_off.any()
     with torch.no_grad():
         plain = s.corrected.base.forward(s.inputs)  # peft layers, adapter active, no gating
-    torch.testing.assert_close(on, plain, atol=1e-6, rtol=0)
+    # a convolution's update runs folded into its kernel (W + BA): the same sum in another order
+    torch.testing.assert_close(on, plain, atol=1e-5 if s.kind == "cnn" else 1e-6, rtol=0)
     base = _base_logits(s)
     assert torch.equal(off, base)
     assert float((on - base).abs().max()) > 1e-3
@@ -223,6 +242,9 @@ def test_default_lora_targets_run_after_the_tap(setup):
         assert s.corrected.tap_layer == "bert.encoder.layer.1"
         assert names == {f"bert.encoder.layer.{i}.attention.self.{p}"
                          for i in (2, 3) for p in ("query", "value")}
+    elif s.kind == "cnn":
+        assert (s.corrected.tap_layer, names) == (INPUT, {"features.0", "features.2", "fc1", "fc2"})
+        return  # the input comes before every layer
     else:
         assert (s.corrected.tap_layer, names) == ("0", {"2"})
     order: list[str] = []
@@ -243,6 +265,8 @@ def test_lora_layer_before_the_tap_is_refused(setup):
     from peft import LoraConfig, get_peft_model
 
     s = setup
+    if s.kind == "cnn":
+        pytest.skip("a detector on the input comes before every layer")
     work = copy.deepcopy(s.base)
     early = "bert.encoder.layer.0.attention.self.query" if s.kind == "hf" else "0"
     peft_model = get_peft_model(work.module, LoraConfig(r=2, target_modules=[early]),
@@ -275,7 +299,7 @@ def _fail_inside_pass(s):
         gate.rows = torch.tensor([0])
         gate.all_on = False
         gate.flagged = torch.ones(1, dtype=torch.bool)  # pretend the tap saw one row
-        layer = lora_layers(s.corrected.base.module)[0]
+        layer = lora_layers(s.corrected.base.module)[-1]  # a Linear in every kind
         layer(torch.zeros(3, layer.in_features))
 
 
@@ -316,14 +340,12 @@ def test_adapter_names_fallback_gives_the_same_rows(setup, monkeypatch):
     fast, _, flagged = s.corrected.gated(s.inputs, mode="detector", tau=tau)
     monkeypatch.setattr(gating, "_row_sparse", lambda _layer: False)
     calls = []
-    lora_linear = type(lora_layers(s.corrected.base.module)[0])
-    original = lora_linear._mixed_batch_forward
+    for lora_type in {type(layer) for layer in lora_layers(s.corrected.base.module)}:  # Linear, Conv2d
+        def spy(self, *args, _original=lora_type._mixed_batch_forward, **kwargs):
+            calls.append(self)
+            return _original(self, *args, **kwargs)
 
-    def spy(self, *args, **kwargs):
-        calls.append(self)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(lora_linear, "_mixed_batch_forward", spy)
+        monkeypatch.setattr(lora_type, "_mixed_batch_forward", spy)
     slow, _, flagged_slow = s.corrected.gated(s.inputs, mode="detector", tau=tau)
     assert len(calls) == len(lora_layers(s.corrected.base.module))
     np.testing.assert_array_equal(flagged_slow, flagged)
