@@ -895,8 +895,9 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
             "chosen": None
             if ch is None
             else {
-                k: ch[k]
+                k: ch.get(k)
                 for k in (
+                    "gate",
                     "epoch",
                     "strength",
                     "tau",
@@ -921,7 +922,9 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
             combine = task.kind == "text"
             out["curve"], out["curve_full_strength"] = tau_curves(corrected, rec, test, y_te, g_te, n_groups,
                                                                   combine=combine)
-            if rec["adapter_enabled"]:  # the curve at the chosen tau is the after-audit
+            if rec["adapter_enabled"] and ch.get("gate", "detector") == "all":
+                log("    the guard chose the adapter on every row (gate all): the tau curve does not hold it")
+            elif rec["adapter_enabled"]:  # the curve at the chosen tau is the after-audit
                 at = next(c for c in out["curve"] if abs(c["tau"] - ch["tau"]) < 1e-9)
                 gap = abs(at["accuracy"] - after["accuracy"])
                 if combine:  # combined passes: the same up to float noise (a near-tie row may flip)
@@ -1022,7 +1025,8 @@ def fairfix_details(runs: list[dict[str, Any]]) -> str:
             m = r["methods"][name]
             ch = m["chosen"]
             bv = m["base_validation"]
-            choice = "-" if ch is None else f"{ch['epoch']} / {ch['strength']} / {ch['tau']}"
+            gate = "all" if ch is not None and ch.get("gate") == "all" else (None if ch is None else ch["tau"])
+            choice = "-" if ch is None else f"{ch['epoch']} / {ch['strength']} / {gate}"
             val = "-" if ch is None else f"{100 * ch['accuracy']:.1f} / {100 * ch['worst_group_accuracy']:.1f}"
             val += f" ({100 * bv['accuracy']:.1f} / {100 * bv['worst_group_accuracy']:.1f})"
             tpr = "-" if m["detector_tpr"] is None else f"{m['detector_tpr']:.2f}"

@@ -311,9 +311,13 @@ def fit_fairnet(
     *,
     progress: Callable[..., None] | None = None,
     checkpoint: Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
 ) -> tuple[CorrectedModel, dict[str, Any]]:
     """Train the adapter and choose (epoch, strength, gate) under the no-loss guard.
+
+    ``resume``: True continues the interrupted run in ``checkpoint`` (exit 2 when it was
+    written for other data, options, base or detector); ``"if-matching"`` continues it only
+    when it matches and trains from scratch otherwise (``fairfix run``).
 
     ``train`` / ``val``: ``{"inputs": encoded inputs, "y": class indices (N,),
     "minority": 1/0/-1 per row (-1 unknown; None: no labels at all), "group": group
@@ -394,18 +398,30 @@ def fit_fairnet(
     sweep: list[dict[str, Any]] = []
     states: list[dict[str, torch.Tensor]] = []
     start_epoch = 0
-    if resume and checkpoint is not None and (checkpoint / "state.json").is_file():
-        start_epoch, sweep, states = _load_checkpoint(checkpoint, work.module)
     history: list[float] = []
     hinge_history: list[float] = []
+    key = run_key(base, detector, train, val, config)
+    resumed: dict[str, Any] | None = None
+    if resume and checkpoint is not None and (checkpoint / "state.json").is_file():
+        resumed = _load_checkpoint(checkpoint, work.module, key, strict=resume != "if-matching")
+    if resumed is not None:
+        start_epoch = min(resumed["epoch"], config.epochs)  # a shorter run keeps only its own epochs
+        sweep = [r for r in resumed["sweep"] if r["epoch"] <= start_epoch]
+        states = resumed["states"][:start_epoch]
+        history, hinge_history = resumed["history"][:start_epoch], resumed["hinge_history"][:start_epoch]
+        work.module.load_state_dict(states[-1], strict=False)
     gates: list[tuple[str, float | None]] = [("detector", t) for t in
                                              ([config.tau] if config.tau is not None else list(TAUS))]
     if plan["groups"] == "all":
         gates.append(("all", None))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + start_epoch)
-        gen = torch.Generator().manual_seed(config.seed + start_epoch)
+        torch.manual_seed(config.seed)
+        gen = torch.Generator().manual_seed(config.seed)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+        if resumed is not None and start_epoch == resumed["epoch"]:  # continue exactly where it stopped
+            opt.load_state_dict(resumed["optimizer"])
+            gen.set_state(resumed["rng"]["shuffle"])
+            torch.set_rng_state(resumed["rng"]["torch"])
         ids_all = torch.as_tensor(rows)
         for epoch in range(start_epoch, config.epochs):
             perm = ids_all[torch.randperm(len(ids_all), generator=gen)]
@@ -451,7 +467,9 @@ def fit_fairnet(
             history.append(total / len(perm))
             hinge_history.append(n_open / n_anchor if n_anchor else 0.0)
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, epoch + 1, sweep, states[-1], config)
+                _save_checkpoint(checkpoint, epoch + 1, sweep, states[-1], config, key=key, opt=opt,
+                                 rng={"shuffle": gen.get_state(), "torch": torch.get_rng_state()},
+                                 history=history, hinge_history=hinge_history)
             if progress is not None:
                 progress("adapter", epoch + 1, config.epochs,
                          {"loss": total / len(perm), "open": hinge_history[-1]})
@@ -530,9 +548,45 @@ def why_off(hinge_start: float, detector: Any, plan: dict[str, Any], config: Cor
     return reasons
 
 
+def _digest(obj: Any, h: Any = None) -> Any:
+    """sha256 over tensors, arrays and JSON-able values, in a fixed order."""
+    import hashlib
+
+    h = h or hashlib.sha256()
+    if isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            h.update(str(k).encode())
+            _digest(obj[k], h)
+    elif isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, np.ndarray):
+        h.update(f"{obj.dtype}{obj.shape}".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    else:
+        h.update(json.dumps(obj, sort_keys=True, default=str).encode())
+    return h
+
+
+def run_key(model: Model, detector: Any, train: dict[str, Any], val: dict[str, Any],
+            config: CorrectConfig) -> dict[str, str]:
+    """What a checkpoint was written for: the data, the options (all but ``epochs``), the base, the detector."""
+    opts = {k: v for k, v in asdict(config).items() if k != "epochs"}
+    return {
+        "data": _digest({"train": train, "val": val}).hexdigest(),
+        "options": _digest(opts).hexdigest(),
+        "model": str(model.digest) if model.digest else _digest(model.module.state_dict()).hexdigest(),
+        "detector": _digest({"state": detector.module.state_dict(), "layer": detector.layer,
+                             "tau": detector.tau, "minority": list(map(str, detector.minority))}).hexdigest(),
+    }
+
+
 def _save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch.Tensor],
-                     config: CorrectConfig) -> None:
-    """After each completed epoch: its adapter weights and the sweep so far (atomic renames)."""
+                     config: CorrectConfig, *, key: dict[str, str], opt: Any, rng: dict[str, torch.Tensor],
+                     history: list[float], hinge_history: list[float]) -> None:
+    """After each completed epoch: its adapter weights, the optimiser and RNG states, the sweep so far
+    and the key of the run (atomic renames; ``state.json`` last, so it names only complete epochs)."""
     import os
 
     from safetensors.torch import save_file
@@ -541,18 +595,55 @@ def _save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch
     tmp = path / f".epoch_{epoch}.safetensors.tmp"
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     os.replace(tmp, path / f"epoch_{epoch}.safetensors")
-    meta = {"epoch": epoch, "sweep": sweep, "config": asdict(config)}
+    osd = opt.state_dict()
+    tensors = {f"opt.{i}.{name}": v.detach().contiguous() for i, st in osd["state"].items()
+               for name, v in st.items() if isinstance(v, torch.Tensor)}
+    tensors.update({f"rng.{k}": v.contiguous() for k, v in rng.items()})
+    save_file(tensors, str(path / ".optimizer.safetensors.tmp"))
+    os.replace(path / ".optimizer.safetensors.tmp", path / "optimizer.safetensors")
+    meta = {"epoch": epoch, "sweep": sweep, "config": asdict(config), "key": key,
+            "param_groups": osd["param_groups"], "history": history, "hinge_history": hinge_history}
     (path / ".state.json.tmp").write_text(json.dumps(meta))
     os.replace(path / ".state.json.tmp", path / "state.json")
 
 
-def _load_checkpoint(path: Path, module: torch.nn.Module) -> tuple[int, list, list]:
+def _load_checkpoint(path: Path, module: torch.nn.Module, key: dict[str, str], strict: bool = True
+                     ) -> dict[str, Any] | None:
+    """The checkpoint of an interrupted run, checked against ``key``.
+
+    A checkpoint written for other data, options, base or detector is refused (UsageError,
+    exit 2) when ``strict``; otherwise ignored (None: train from scratch).
+    """
     from fairfix.models.base import load_safetensors
 
-    meta = json.loads((path / "state.json").read_text())
-    states = [load_safetensors(path / f"epoch_{e}.safetensors") for e in range(1, meta["epoch"] + 1)]
-    module.load_state_dict(states[-1], strict=False)
-    return int(meta["epoch"]), list(meta["sweep"]), states
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        epoch = int(meta["epoch"])
+        saved_key = meta["key"]
+        if not isinstance(saved_key, dict) or epoch < 1:
+            raise ValueError("no key")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not strict:
+            return None
+        raise errors.UsageError(f"--resume: {path / 'state.json'} is not a checkpoint of this fairfix "
+                                f"({' '.join(str(exc).split()) or type(exc).__name__}); remove {path}") from None
+    differs = [k for k in ("data", "options", "model", "detector") if saved_key.get(k) != key[k]]
+    if differs:
+        if not strict:
+            return None
+        raise errors.UsageError(f"--resume: the checkpoint at {path} was written for other "
+                                f"{', '.join(differs)} than this run's; rerun without --resume (and --force)")
+    states = [load_safetensors(path / f"epoch_{e}.safetensors") for e in range(1, epoch + 1)]
+    extra = load_safetensors(path / "optimizer.safetensors")
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, v in extra.items():
+        if name.startswith("opt."):
+            _, i, field_name = name.split(".", 2)
+            opt_state.setdefault(int(i), {})[field_name] = v
+    return {"epoch": epoch, "sweep": list(meta["sweep"]), "states": states,
+            "optimizer": {"state": opt_state, "param_groups": meta["param_groups"]},
+            "rng": {"shuffle": extra["rng.shuffle"], "torch": extra["rng.torch"]},
+            "history": list(meta.get("history", [])), "hinge_history": list(meta.get("hinge_history", []))}
 
 
 def minority_codes(values: Sequence[Any], minority: Sequence[Any]) -> np.ndarray:

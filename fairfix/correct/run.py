@@ -68,7 +68,7 @@ def correct(
     input_format: str | None = None,
     progress: Callable[..., None] | None = None,
     checkpoint: Path | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
 ) -> tuple[CorrectedModel, dict[str, Any]]:
     """Fit FairNet on ``data`` for ``model`` and return the corrected model and its reports.
 

@@ -155,3 +155,34 @@ def test_interrupted_training_resumes_from_last_epoch(tmp_path):
     assert resumed == [2, 3]  # epoch 1 was not redone
     assert sorted({r["epoch"] for r in result["record"]["sweep"]}) == [1, 2, 3]
     assert np.isfinite(result["record"]["base_validation"]["accuracy"])
+    # the resumed run is the uninterrupted run: same sweep, same losses, same choice, same weights
+    whole, whole_result = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
+                                  config=cfg)
+    assert result["record"]["sweep"] == whole_result["record"]["sweep"]
+    assert result["record"]["loss_history"] == whole_result["record"]["loss_history"]
+    assert result["record"]["chosen"] == whole_result["record"]["chosen"]
+
+
+def test_resume_refuses_a_checkpoint_of_other_data_or_options(tmp_path):
+    from fairfix import errors
+
+    frame = make_frame(600, seed=5)
+    model, _ = train_tabular(frame, label="y", features=["x0", "x1", "x2", "cat"],
+                             config=TrainConfig(hidden=[16, 8], epochs=2, seed=0))
+    det_cfg = DetectorConfig(epochs=2, seed=0)
+    ckpt = tmp_path / "ckpt"
+    correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
+            config=CorrectConfig(epochs=2, seed=0), checkpoint=ckpt)
+    for changed_frame, cfg, what in ((frame, CorrectConfig(epochs=2, seed=0, lr=0.5), "options"),
+                                     (make_frame(600, seed=6), CorrectConfig(epochs=2, seed=0), "data")):
+        with pytest.raises(errors.UsageError, match=f"other {what}"):
+            correct(changed_frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
+                    config=cfg, checkpoint=ckpt, resume=True)
+    # fairfix run's mode: a stale checkpoint is set aside and the run trains from scratch
+    _, fresh = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
+                       config=CorrectConfig(epochs=2, seed=0, lr=0.5), checkpoint=ckpt, resume="if-matching")
+    assert fresh["record"]["config"]["lr"] == 0.5
+    # fewer epochs than the checkpoint holds: the later epochs leave the sweep
+    _, short = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
+                       config=CorrectConfig(epochs=1, seed=0, lr=0.5), checkpoint=ckpt, resume=True)
+    assert {r["epoch"] for r in short["record"]["sweep"]} == {1}
