@@ -177,7 +177,6 @@ def methods(base: Any, work: Any, merged: Any, corrected: Any, detector: Any, fr
             tau: float) -> dict[str, Any]:
     """The timed callables (each returns logits or probabilities)."""
     from fairfix.correct import gating
-
     from fairfix.models.base import INPUT
 
     x = base.encode(frame)

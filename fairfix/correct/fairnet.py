@@ -219,9 +219,11 @@ def accuracy_change(pred: np.ndarray, base_pred: np.ndarray, y: np.ndarray) -> t
 
 
 def layers_after(model: Model, names: Sequence[str], tap: str) -> list[str]:
-    """``names`` that come after the ``tap`` layer in the module's registration order (all when
-    the tap is not among the module's layers), so a detector tapped late keeps the default targets
-    that its gate can reach."""
+    """``names`` that come after the ``tap`` layer in the module's registration order.
+
+    All of them when the tap is the input or not among the module's layers: a detector
+    tapped late keeps the default targets that its gate can reach.
+    """
     order = [n for n, _ in model.module.named_modules()]
     if tap == INPUT or tap not in order:
         return list(names)
@@ -357,122 +359,140 @@ def fit_fairnet(
     reference = protos[torch.arange(n_classes), ref_idx]  # (C, D)
     reference = torch.where(counts[torch.arange(n_classes), ref_idx].unsqueeze(1) > 0, reference, overall)
 
-    # -- which rows train the adapter (the anchors), and their weights
-    if plan["groups"] == "all":
-        rows = np.arange(len(y_np))
-        w_rows = cell_weights(m_tr * n_classes + y_np, 2 * n_classes)  # every (group, class) cell alike
-    else:
-        if config.train_on == "minority":
-            rows = np.flatnonzero(m_tr == 1)
-        else:
-            rows = np.flatnonzero(risk_tr > (config.tau if config.tau is not None else detector.tau))
-        w_rows = cell_weights(y_np[rows], n_classes) if len(rows) else np.zeros(0)  # class-balanced
-    if len(rows) == 0:
-        raise errors.DataError("no training rows for the adapter (no minority / flagged rows)")
-    weights_all = torch.zeros(len(y_np), dtype=torch.float32)
-    weights_all[torch.as_tensor(rows)] = torch.as_tensor(w_rows, dtype=torch.float32)
-    # the triplet on every anchor of a corrected group (all rows, or the minority's)
-    contrastive_all = torch.as_tensor(np.ones(len(y_np), bool) if plan["groups"] == "all" else m_tr == 1)
-    anchors = rows[contrastive_all.numpy()[rows]]
-    hinge_start = open_share(z_tr[torch.as_tensor(anchors)], y_tr[torch.as_tensor(anchors)], reference, config)
-
-    # -- the adapter (peft LoRA on layers after the tap)
-    from peft import LoraConfig, get_peft_model
-
-    work = copy.deepcopy(base)
-    targets = config.targets or layers_after(work, work.default_lora_targets, tap)
-    lcfg = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=targets, init_lora_weights=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        peft_model = get_peft_model(work.module, lcfg, adapter_name=ADAPTER)
-    work.module = peft_model.base_model.model  # the same module object, now holding LoRA layers
-    if not lora_layers(work.module):
-        raise errors.UsageError(f"--targets {targets}: no layer of the model matched")
-    params = [p for n, p in work.module.named_parameters() if "lora_" in n]
-    for n, p in work.module.named_parameters():
-        p.requires_grad_("lora_" in n)
-    work.module.eval()  # base dropout off; only LoRA weights train
-
     base_metrics = guard_metrics(base_pred_val, y_val, val["group"], n_classes, pos)
-    sweep: list[dict[str, Any]] = []
-    states: list[dict[str, torch.Tensor]] = []
-    start_epoch = 0
-    history: list[float] = []
-    hinge_history: list[float] = []
     key = run_key(base, detector, train, val, config)
-    resumed: dict[str, Any] | None = None
-    if resume and checkpoint is not None and (checkpoint / "state.json").is_file():
-        resumed = _load_checkpoint(checkpoint, work.module, key, strict=resume != "if-matching")
-    if resumed is not None:
-        start_epoch = min(resumed["epoch"], config.epochs)  # a shorter run keeps only its own epochs
-        sweep = [r for r in resumed["sweep"] if r["epoch"] <= start_epoch]
-        states = resumed["states"][:start_epoch]
-        history, hinge_history = resumed["history"][:start_epoch], resumed["hinge_history"][:start_epoch]
-        work.module.load_state_dict(states[-1], strict=False)
-    gates: list[tuple[str, float | None]] = [("detector", t) for t in
-                                             ([config.tau] if config.tau is not None else list(TAUS))]
-    if plan["groups"] == "all":
-        gates.append(("all", None))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        gen = torch.Generator().manual_seed(config.seed)
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-        if resumed is not None and start_epoch == resumed["epoch"]:  # continue exactly where it stopped
-            opt.load_state_dict(resumed["optimizer"])
-            gen.set_state(resumed["rng"]["shuffle"])
-            torch.set_rng_state(resumed["rng"]["torch"])
-        ids_all = torch.as_tensor(rows)
-        for epoch in range(start_epoch, config.epochs):
-            perm = ids_all[torch.randperm(len(ids_all), generator=gen)]
-            total, n_open, n_anchor = 0.0, 0, 0
-            for s in range(0, len(perm), config.batch_size):
-                ids = perm[s : s + config.batch_size]  # row ids
-                with work.capture_input(work.head_layer) as store:
-                    logits = work.forward(_index(train["inputs"], ids))  # adapter on for these rows
-                w = weights_all[ids]
-                loss = logits.new_zeros(())
-                cmask = contrastive_all[ids]
-                if cmask.any():
-                    h = hinge(store["in"][cmask], y_tr[ids][cmask], reference, margin=config.margin,
-                              kind=config.distance, normalize=config.normalize)
-                    wc = w[cmask]
-                    loss = loss + (F.relu(h) * wc).sum() / wc.sum()
-                    n_open += int((h.detach() > 0).sum())
-                    n_anchor += int(cmask.sum())
-                if config.ce_weight > 0:
-                    ce = F.cross_entropy(logits, y_tr[ids], reduction="none")
-                    loss = loss + config.ce_weight * (ce * w).sum() / w.sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(ids)
-            # -- validation: adapter on for every row at each strength; the gate comes after
-            for strength in config.strengths:
-                set_strength(work.module, strength, config.alpha, config.rank)
-                with torch.no_grad():
-                    on = [work.forward(_index(val["inputs"], slice(s, s + dev_batch))).argmax(1).numpy()
-                          for s in range(0, len(y_val), dev_batch)]
-                adapted = np.concatenate(on)
-                for gate, tau in gates:
-                    flag = np.ones(len(y_val), bool) if gate == "all" else risk_val > tau
-                    pred = np.where(flag, adapted, base_pred_val)
-                    m = guard_metrics(pred, y_val, val["group"], n_classes, pos)
-                    gain, se = accuracy_change(pred, base_pred_val, y_val)
-                    sweep.append({"epoch": epoch + 1, "strength": strength, "gate": gate, "tau": tau,
-                                  "activation_rate": float(flag.mean()), **m,
-                                  "accuracy_gain": gain, "accuracy_gain_se": se})
-            set_strength(work.module, 1.0, config.alpha, config.rank)
-            states.append(_lora_state(work.module))
-            history.append(total / len(perm))
-            hinge_history.append(n_open / n_anchor if n_anchor else 0.0)
-            if checkpoint is not None:
-                _save_checkpoint(checkpoint, epoch + 1, sweep, states[-1], config, key=key, opt=opt,
-                                 rng={"shuffle": gen.get_state(), "torch": torch.get_rng_state()},
-                                 history=history, hinge_history=hinge_history)
-            if progress is not None:
-                progress("adapter", epoch + 1, config.epochs,
-                         {"loss": total / len(perm), "open": hinge_history[-1]})
+
+    def train_plan(groups: str, checkpoint: Path | None, offset: int, total_epochs: int) -> dict[str, Any]:
+        """Train one adapter for the plan ``groups`` ("all" or "minority"); its sweep on validation."""
+        # -- which rows train the adapter (the anchors), and their weights
+        if groups == "all":
+            rows = np.arange(len(y_np))
+            w_rows = cell_weights(m_tr * n_classes + y_np, 2 * n_classes)  # every (group, class) cell alike
+        else:
+            if config.train_on == "minority":
+                rows = np.flatnonzero(m_tr == 1)
+            else:
+                rows = np.flatnonzero(risk_tr > (config.tau if config.tau is not None else detector.tau))
+            w_rows = cell_weights(y_np[rows], n_classes) if len(rows) else np.zeros(0)  # class-balanced
+        if len(rows) == 0:
+            raise errors.DataError("no training rows for the adapter (no minority / flagged rows)")
+        weights_all = torch.zeros(len(y_np), dtype=torch.float32)
+        weights_all[torch.as_tensor(rows)] = torch.as_tensor(w_rows, dtype=torch.float32)
+        # the triplet on every anchor of a corrected group (all rows, or the minority's)
+        contrastive_all = torch.as_tensor(np.ones(len(y_np), bool) if groups == "all" else m_tr == 1)
+        anchors = rows[contrastive_all.numpy()[rows]]
+        hinge_start = open_share(z_tr[torch.as_tensor(anchors)], y_tr[torch.as_tensor(anchors)], reference, config)
+
+        # -- the adapter (peft LoRA on layers after the tap)
+        from peft import LoraConfig, get_peft_model
+
+        work = copy.deepcopy(base)
+        targets = config.targets or layers_after(work, work.default_lora_targets, tap)
+        lcfg = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                          target_modules=targets, init_lora_weights=True)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            peft_model = get_peft_model(work.module, lcfg, adapter_name=ADAPTER)
+        work.module = peft_model.base_model.model  # the same module object, now holding LoRA layers
+        if not lora_layers(work.module):
+            raise errors.UsageError(f"--targets {targets}: no layer of the model matched")
+        params = [p for n, p in work.module.named_parameters() if "lora_" in n]
+        for n, p in work.module.named_parameters():
+            p.requires_grad_("lora_" in n)
+        work.module.eval()  # base dropout off; only LoRA weights train
+
+        sweep: list[dict[str, Any]] = []
+        states: list[dict[str, torch.Tensor]] = []
+        start_epoch = 0
+        history: list[float] = []
+        hinge_history: list[float] = []
+        resumed: dict[str, Any] | None = None
+        if resume and checkpoint is not None and (checkpoint / "state.json").is_file():
+            resumed = _load_checkpoint(checkpoint, work.module, key, strict=resume != "if-matching")
+        if resumed is not None:
+            start_epoch = min(resumed["epoch"], config.epochs)  # a shorter run keeps only its own epochs
+            sweep = [r for r in resumed["sweep"] if r["epoch"] <= start_epoch]
+            states = resumed["states"][:start_epoch]
+            history, hinge_history = resumed["history"][:start_epoch], resumed["hinge_history"][:start_epoch]
+            work.module.load_state_dict(states[-1], strict=False)
+        gates: list[tuple[str, float | None]] = [("detector", t) for t in
+                                                 ([config.tau] if config.tau is not None else list(TAUS))]
+        if groups == "all":
+            gates.append(("all", None))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            gen = torch.Generator().manual_seed(config.seed)
+            opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+            if resumed is not None and start_epoch == resumed["epoch"]:  # continue exactly where it stopped
+                opt.load_state_dict(resumed["optimizer"])
+                gen.set_state(resumed["rng"]["shuffle"])
+                torch.set_rng_state(resumed["rng"]["torch"])
+            ids_all = torch.as_tensor(rows)
+            for epoch in range(start_epoch, config.epochs):
+                perm = ids_all[torch.randperm(len(ids_all), generator=gen)]
+                total, n_open, n_anchor = 0.0, 0, 0
+                for s in range(0, len(perm), config.batch_size):
+                    ids = perm[s : s + config.batch_size]  # row ids
+                    with work.capture_input(work.head_layer) as store:
+                        logits = work.forward(_index(train["inputs"], ids))  # adapter on for these rows
+                    w = weights_all[ids]
+                    loss = logits.new_zeros(())
+                    cmask = contrastive_all[ids]
+                    if cmask.any():
+                        h = hinge(store["in"][cmask], y_tr[ids][cmask], reference, margin=config.margin,
+                                  kind=config.distance, normalize=config.normalize)
+                        wc = w[cmask]
+                        loss = loss + (F.relu(h) * wc).sum() / wc.sum()
+                        n_open += int((h.detach() > 0).sum())
+                        n_anchor += int(cmask.sum())
+                    if config.ce_weight > 0:
+                        ce = F.cross_entropy(logits, y_tr[ids], reduction="none")
+                        loss = loss + config.ce_weight * (ce * w).sum() / w.sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(ids)
+                # -- validation: adapter on for every row at each strength; the gate comes after
+                for strength in config.strengths:
+                    set_strength(work.module, strength, config.alpha, config.rank)
+                    with torch.no_grad():
+                        on = [work.forward(_index(val["inputs"], slice(s, s + dev_batch))).argmax(1).numpy()
+                              for s in range(0, len(y_val), dev_batch)]
+                    adapted = np.concatenate(on)
+                    for gate, tau in gates:
+                        flag = np.ones(len(y_val), bool) if gate == "all" else risk_val > tau
+                        pred = np.where(flag, adapted, base_pred_val)
+                        m = guard_metrics(pred, y_val, val["group"], n_classes, pos)
+                        gain, se = accuracy_change(pred, base_pred_val, y_val)
+                        sweep.append({"epoch": epoch + 1, "strength": strength, "gate": gate, "tau": tau,
+                                      "activation_rate": float(flag.mean()), **m,
+                                      "accuracy_gain": gain, "accuracy_gain_se": se})
+                set_strength(work.module, 1.0, config.alpha, config.rank)
+                states.append(_lora_state(work.module))
+                history.append(total / len(perm))
+                hinge_history.append(n_open / n_anchor if n_anchor else 0.0)
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, epoch + 1, sweep, states[-1], config, key=key, opt=opt,
+                                     rng={"shuffle": gen.get_state(), "torch": torch.get_rng_state()},
+                                     history=history, hinge_history=hinge_history)
+                if progress is not None:
+                    progress("adapter", offset + epoch + 1, total_epochs,
+                             {"loss": total / len(perm), "open": hinge_history[-1]})
+
+        for r in sweep:
+            r["groups"] = groups
+        return {"work": work, "peft_model": peft_model, "targets": targets, "sweep": sweep, "states": states,
+                "history": history, "hinge_history": hinge_history, "rows": rows, "anchors": anchors,
+                "hinge_start": hinge_start}
+
+    # the minority alone is always a candidate: when every group holds an under-served cell, an adapter
+    # for all of them is trained too, and the guard chooses between them on validation
+    plans = ["all", "minority"] if plan["groups"] == "all" else ["minority"]
+    fits = {}
+    for i, groups in enumerate(plans):
+        sub = checkpoint / groups if checkpoint is not None else None  # one folder per plan
+        fits[groups] = train_plan(groups, sub, i * config.epochs, len(plans) * config.epochs)
+    sweep = [r for groups in plans for r in fits[groups]["sweep"]]
 
     floor = base_metrics["accuracy"] - config.max_accuracy_drop - 1e-12
     for r in sweep:  # no loss beyond max_accuracy_drop, with guard_se standard errors to spare
@@ -486,6 +506,11 @@ def fit_fairnet(
     choice = max(passing, key=lambda r: (r["worst_group_accuracy"], r["accuracy"], -r["activation_rate"]),
                  default=None)
     enabled = choice is not None
+    fit = fits[choice["groups"] if enabled else plans[-1]]
+    work, peft_model, targets, states = fit["work"], fit["peft_model"], fit["targets"], fit["states"]
+    anchors, hinge_start = fit["anchors"], fit["hinge_start"]
+    hinge_history, history = fit["hinge_history"], fit["history"]
+    rows = fit["rows"]
     if enabled:
         work.module.load_state_dict(states[choice["epoch"] - 1], strict=False)
         set_strength(work.module, choice["strength"], config.alpha, config.rank)
@@ -497,9 +522,11 @@ def fit_fairnet(
                 layer.lora_B[ADAPTER].weight.zero_()
     gate = choice["gate"] if enabled else "detector"
     reasons = why_off(hinge_start, detector, plan, config) if not enabled else []
+    corrected_plan = choice["groups"] if enabled else plans[-1]
     correction = {
-        "groups": plan["groups"],
-        "corrected_groups": [*map(str, detector.minority), *(["the other groups"] if plan["groups"] == "all" else [])],
+        "groups": corrected_plan,
+        "candidates": plans,
+        "corrected_groups": [*map(str, detector.minority), *(["the other groups"] if corrected_plan == "all" else [])],
         "minority": list(detector.minority),
         "reference_group": ["minority" if r else "rest" for r in plan["reference"]],
         "cell_accuracy_validation": plan["cell_accuracy_validation"],
@@ -585,8 +612,10 @@ def run_key(model: Model, detector: Any, train: dict[str, Any], val: dict[str, A
 def _save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch.Tensor],
                      config: CorrectConfig, *, key: dict[str, str], opt: Any, rng: dict[str, torch.Tensor],
                      history: list[float], hinge_history: list[float]) -> None:
-    """After each completed epoch: its adapter weights, the optimiser and RNG states, the sweep so far
-    and the key of the run (atomic renames; ``state.json`` last, so it names only complete epochs)."""
+    """After each completed epoch: its adapter weights, the optimiser and RNG states, the sweep so far.
+
+    Also the key of the run; atomic renames, ``state.json`` last, so it names only complete epochs.
+    """
     import os
 
     from safetensors.torch import save_file

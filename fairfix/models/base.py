@@ -138,7 +138,10 @@ class Model(ABC):
         """Linear layers after the tap that LoRA adapts by default."""
 
     def check_layer(self, layer: str) -> nn.Module:
-        """The submodule called ``layer`` (the whole module for ``<input>``); ModelError listing the valid names otherwise."""
+        """The submodule called ``layer`` (the whole module for ``<input>``).
+
+        ModelError listing the valid names otherwise.
+        """
         if layer == INPUT:
             return self.module
         if layer:

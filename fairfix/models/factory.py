@@ -92,9 +92,12 @@ class FactoryModel(Model):
 
     @property
     def default_tap_layer(self) -> str:
-        """The model's input (``<input>``) for a network with convolutions (a shortcut such as
-        colour lives in the first layers, and LoRA then reaches every layer); else the first
-        linear layer's output when there are two or more linear layers, else ``""``."""
+        """The tap layer: the model's input (``<input>``) for a network with convolutions.
+
+        A shortcut such as colour lives in the first layers, and LoRA then reaches every
+        layer.  Without convolutions: the first linear layer's output when there are two or
+        more linear layers, else ``""``.
+        """
         if self.conv_layers():
             return INPUT
         linears = self.linear_layers()

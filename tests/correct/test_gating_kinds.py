@@ -154,8 +154,9 @@ def _build(kind: str, tmp) -> Setup:
     corrected, _ = fit_fairnet(model, detector, train, val, config, checkpoint=tmp / "ckpt")
 
     # what training left in B (the epoch's checkpoint: a bundle the guard turned down ships B = 0)
-    trained_state = load_safetensors(tmp / "ckpt" / "epoch_1.safetensors")
-    trained = any(bool(v.abs().sum() > 0) for k, v in trained_state.items() if "lora_B" in k)
+    trained = any(bool(v.abs().sum() > 0)  # one checkpoint folder per candidate plan
+                  for path in (tmp / "ckpt").glob("*/epoch_1.safetensors")
+                  for k, v in load_safetensors(path).items() if "lora_B" in k)
     lora_b = [p for n, p in corrected.base.module.named_parameters() if "lora_B" in n]
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
