@@ -147,7 +147,7 @@ def dfr(f_va: np.ndarray, y_va: np.ndarray, g_va: np.ndarray, f_te: np.ndarray, 
         coefs, bs = [], []
         for _ in range(5):
             pick = np.concatenate([rng.choice(r, m, replace=False) for r in groups])
-            lr = LogisticRegression(C=c_value, penalty="l1", solver="liblinear", random_state=seed)
+            lr = LogisticRegression(C=c_value, l1_ratio=1.0, solver="liblinear", random_state=seed)
             lr.fit(scaler.transform(f_va[pick]), y_va[pick])
             coefs.append(lr.coef_)
             bs.append(lr.intercept_)
