@@ -92,7 +92,7 @@ def predict(
     """
     import pyarrow as pa
 
-    out = check_writable(output, force)
+    out = check_writable(output, force, inputs=[data])
     fmt = infer_format(str(out))
     if not 0.0 <= threshold <= 1.0:
         raise errors.UsageError(f"--threshold {threshold:g}: must lie in [0, 1]")

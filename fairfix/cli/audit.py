@@ -46,7 +46,7 @@ def audit(
     from fairfix.report.render import print_table, render
 
     if output is not None:
-        check_writable(output, force)  # fail before reading a large file
+        check_writable(output, force, inputs=[data])  # fail before reading a large file
     chosen = _output.choose_format(fmt, output)
     loaded = _model.load(model, factory, features, text_column) if model is not None else None
     with _output.RowProgress("auditing") as progress:

@@ -29,7 +29,7 @@ def predict(
     from fairfix.predict import predict as run_predict
     from fairfix.report.io import check_writable
 
-    check_writable(output, force)
+    check_writable(output, force, inputs=[data, model])
     loaded = _model.load(model, factory, features, text_column)
     with _output.RowProgress("predicting") as progress:
         result = run_predict(data, loaded, output, id_column=id_column, threshold=threshold,
