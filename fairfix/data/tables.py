@@ -117,7 +117,7 @@ class Table:
     _schema: Any = field(default=None, repr=False)
 
     def csv_read_options(self, block_size: int | None = None) -> Any:
-        """pyarrow CSV read options for this table's stream: the names parsed from its header."""
+        """Pyarrow CSV read options for this table's stream: the names parsed from its header."""
         import pyarrow.csv as pcsv
 
         kw = {} if block_size is None else {"block_size": block_size}
