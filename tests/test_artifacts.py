@@ -142,3 +142,21 @@ def test_new_artifacts_follow_the_umask(model_dir):
 def test_digest_is_stable_across_a_write_and_read(model_dir):
     manifest = read_manifest(model_dir)
     assert manifest["digest"] == digest(json.loads((model_dir / MANIFEST).read_text()))
+
+
+# -- defect 7: a detector manifest that fairfix did not write is exit 2 ------------------------------
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.pop("detector"), "no 'detector' mapping"),
+    (lambda m: m["detector"].update(extra=1), "unknown key 'extra'"),
+    (lambda m: m["detector"].update(dim="wide"), "bad detector manifest"),
+    (lambda m: m["config"].update(epochs=0), "bad detector config"),
+])
+def test_bad_detector_manifest_is_a_model_error(model_dir, frame, tmp_path, edit, message):
+    from fairfix.detect.fit import DetectorConfig, fit_detector, load_detector
+
+    base = load_model(model_dir)
+    fit_detector(frame, base, group="g", minority=["b"], config=DetectorConfig(epochs=1, seed=0)).save(
+        tmp_path / "det")
+    _edit(tmp_path / "det", edit)
+    with pytest.raises(errors.ModelError, match=message):
+        load_detector(tmp_path / "det", base)
