@@ -147,6 +147,11 @@ def audit(
         raise errors.UsageError("give exactly one of --pred COL, --score COL or --model PATH")
     if threshold is not None and pred is not None:
         raise errors.UsageError("--threshold applies to --score or --model only")
+    if threshold is not None and model is not None and model.positive_index is None:
+        raise errors.UsageError(
+            f"--threshold applies to a binary model; {model.path or 'the model'} has {len(model.classes)} classes "
+            "(multiclass predictions are the most probable class)"
+        )
     if score is not None or model is not None:
         threshold = 0.5 if threshold is None else float(threshold)
         if not 0.0 <= threshold <= 1.0:

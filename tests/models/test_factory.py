@@ -288,3 +288,22 @@ def test_factory_that_exits_is_a_model_error(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "fairfix_exit_mod", raising=False)
     with pytest.raises(errors.ModelError, match="failed: SystemExit"):
         load_model(_weights(tmp_path), factory="fairfix_exit_mod:make", features=FEATURES)
+
+
+def test_threshold_on_a_multiclass_model_is_exit_2(tmp_path):
+    """issue 11: --threshold was silently ignored for a multiclass model."""
+    from typer.testing import CliRunner
+
+    from fairfix.cli import app
+
+    w = _weights(tmp_path, ff.make_three_class)
+    frame = _frame(6).assign(y=[0, 1, 2, 0, 1, 2])
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    base = ["--model", str(w), "--factory", f"{MOD}:make_three_class", "--features", "a,b,c"]
+    runner = CliRunner()
+    for args in (["audit", str(tmp_path / "d.csv"), "--label", "y", "--group", "g", *base],
+                 ["predict", str(tmp_path / "d.csv"), "--output", str(tmp_path / "o.csv"), *base]):
+        res = runner.invoke(app, [*args, "--threshold", "0.7"])
+        assert res.exit_code == 2, res.output
+        assert "--threshold applies to a binary model" in res.stderr and "3 classes" in res.stderr
+        assert runner.invoke(app, args).exit_code == 0
