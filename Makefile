@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test chromium lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 2; }
@@ -26,8 +26,24 @@ DEMO_DIR ?= demo-output
 demo: $(BIN)/.installed
 	$(BIN)/fairfix run recipes/digits_color.yaml --out $(DEMO_DIR)/digits_color --force
 
-test: $(BIN)/.installed
+# The HTML report's headless-Chromium tests need /usr/bin/chromium: install Debian's package
+# where the machine allows it (apt-get, root); otherwise say so -- those two tests then skip.
+CHROMIUM ?= /usr/bin/chromium
+
+test: $(BIN)/.installed chromium
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make test: $(CHROMIUM) is missing and apt-get is not available: the headless-Chromium tests will be skipped"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "make test: $(CHROMIUM) is missing and installing it needs root (apt-get install chromium): the headless-Chromium tests will be skipped"; \
+	else \
+	  echo "make test: installing chromium (apt-get) for the HTML report tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "make test: apt-get install chromium failed: the headless-Chromium tests will be skipped"; \
+	fi
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check fairfix tests benchmarks

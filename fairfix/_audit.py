@@ -11,7 +11,7 @@ import numpy as np
 
 from fairfix import errors
 from fairfix.data.tables import DEFAULT_BATCH_ROWS, open_table
-from fairfix.metrics.counts import MISSING, CountAccumulator, encode, float_values, normalize_values
+from fairfix.metrics.counts import _MISSING_CODE, MISSING, CountAccumulator, encode, float_values, normalize_values
 from fairfix.metrics.gates import parse_gate
 from fairfix.metrics.rates import SUMMARY_METRICS
 from fairfix.report.audit import AuditReport, build_report
@@ -147,6 +147,11 @@ def audit(
         raise errors.UsageError("give exactly one of --pred COL, --score COL or --model PATH")
     if threshold is not None and pred is not None:
         raise errors.UsageError("--threshold applies to --score or --model only")
+    if threshold is not None and model is not None and model.positive_index is None:
+        raise errors.UsageError(
+            f"--threshold applies to a binary model; {model.path or 'the model'} has {len(model.classes)} classes "
+            "(multiclass predictions are the most probable class)"
+        )
     if score is not None or model is not None:
         threshold = 0.5 if threshold is None else float(threshold)
         if not 0.0 <= threshold <= 1.0:
@@ -229,7 +234,7 @@ def audit(
             if gmiss is not None and gmiss.any():
                 if keep_missing_groups:
                     if missing_codes[i] is None:
-                        missing_codes[i] = int(acc.group_vocabs[i].codes_for([MISSING])[0])
+                        missing_codes[i] = int(acc.group_vocabs[i].codes_for([_MISSING_CODE])[0])
                     codes[gmiss] = missing_codes[i]
                 else:
                     scan.missing[col].add(gmiss & ~drop, offset)
@@ -244,6 +249,12 @@ def audit(
             progress(scan.rows, table.num_rows)
 
     _raise_for_scan(table.name, scan, label, pred_col, score, groups)
+    for i, col in enumerate(groups):
+        if missing_codes[i] is not None and MISSING in acc.group_vocabs[i].index:
+            raise errors.DataError(
+                f"{table.name}: group column {col!r} has the value {MISSING!r}, which --keep-missing-groups "
+                "uses for missing values; rename that value"
+            )
     if scan.rows == 0:
         raise errors.DataError(f"{table.name}: has a header but no rows")
     # Predicted labels are normalised together with the labels (as acc.result() does), so

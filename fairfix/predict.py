@@ -78,7 +78,7 @@ def predict(
     output: str | os.PathLike[str],
     *,
     id_column: str | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     batch_rows: int | None = None,
     input_format: str | None = None,
     force: bool = False,
@@ -92,8 +92,14 @@ def predict(
     """
     import pyarrow as pa
 
-    out = check_writable(output, force)
+    out = check_writable(output, force, inputs=[data])
     fmt = infer_format(str(out))
+    if threshold is not None and model.positive_index is None:
+        raise errors.UsageError(
+            f"--threshold applies to a binary model; {model.path or 'the model'} has {len(model.classes)} classes "
+            "(multiclass predictions are the most probable class)"
+        )
+    threshold = 0.5 if threshold is None else float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise errors.UsageError(f"--threshold {threshold:g}: must lie in [0, 1]")
     from fairfix.data.frames import embedded_table

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ from typing import Any
 from fairfix import errors
 
 STEPS = ("train", "audit_before", "detect", "correct", "audit_after", "compare")
+#: The recipe key that run-time errors of each step are reported at.
+_STEP_KEYS = {"train": "model.train", "audit_before": "audit", "detect": "detector", "correct": "correct",
+              "audit_after": "audit", "compare": "compare"}
 
 # key -> (type(s), required).  Nested sections are dicts of the same shape.
 _ANY_SCALAR = (str, int, float, bool)
@@ -136,21 +140,45 @@ def load_recipe(path: str | Path) -> Recipe:
     p = Path(path)
     if not p.is_file():
         raise errors.UsageError(f"{p}: no such recipe file")
-    text = p.read_text()
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise errors.UsageError(f"{p}: not a recipe (not UTF-8 text: byte {exc.start})") from None
+    except OSError as exc:
+        raise errors.UsageError(f"{p}: cannot read ({exc.strerror or exc})") from None
     try:
         node = yaml.compose(text)
         raw = yaml.safe_load(text)
+        lines = _line_map(node)
+        _check_plain(p, raw, lines)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
         raise errors.UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    except RecursionError:
+        raise errors.UsageError(f"{p}: not a recipe (a recursive YAML alias, or nesting too deep)") from None
     if not isinstance(raw, dict):
         raise errors.UsageError(f"{p}: a recipe is a mapping of sections (data, model, detector, ...)")
-    lines = _line_map(node)
     recipe = Recipe(p, raw, lines)
     _check(recipe, raw, SCHEMA, "")
     _check_semantics(recipe)
     return recipe
+
+
+def _check_plain(path: Path, value: Any, lines: dict[str, int], depth: int = 0, seen: set[int] | None = None) -> None:
+    """Refuse YAML that aliases a node inside itself (the loaded value would contain itself)."""
+    seen = set() if seen is None else seen
+    if isinstance(value, dict | list):
+        if id(value) in seen or depth > 50:
+            raise RecursionError
+        seen.add(id(value))
+        for item in value.values() if isinstance(value, dict) else value:
+            _check_plain(path, item, lines, depth + 1, seen)
+        seen.discard(id(value))
+
+
+#: A recipe name is the default run directory's name: a plain name, never a path.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 def _check(recipe: Recipe, raw: dict[str, Any], schema: dict[str, Any], prefix: str) -> None:
@@ -196,13 +224,20 @@ def _check_semantics(recipe: Recipe) -> None:
 
     if "data" not in recipe.raw:
         raise errors.UsageError(f"{recipe.path}: the recipe needs a 'data' section")
+    name = recipe.raw.get("name")
+    if name is not None and (not _PLAIN_NAME.match(name) or ".." in name):
+        raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'name')}: name {name!r} must be a plain name "
+                                "(letters, digits, '.', '_', '-'; no '/' or '..'): it names the run directory")
     data = recipe.section("data")
     for key in ("train", "test"):
-        if key in data and data[key] not in EMBEDDED and not os.path.exists(recipe.resolve(data[key])):
-            raise errors.UsageError(
-                f"{_where(recipe.path, recipe.lines, 'data.' + key)}: data.{key}: no such file "
-                f"{recipe.resolve(data[key])!r}"
-            )
+        if key in data and data[key] not in EMBEDDED:
+            where = f"{_where(recipe.path, recipe.lines, 'data.' + key)}: data.{key}"
+            target = recipe.resolve(data[key])
+            if not os.path.exists(target):
+                raise errors.UsageError(f"{where}: no such file {target!r}")
+            if os.path.isdir(target):
+                raise errors.UsageError(f"{where}: {target!r} is a directory, not a data file")
+            _check_columns(recipe, key, target, where)
     model = recipe.section("model")
     if bool(model.get("path")) == bool(model.get("train") is not None):
         raise errors.UsageError(
@@ -243,6 +278,34 @@ def _check_semantics(recipe: Recipe) -> None:
             raise errors.UsageError(f"{_where(recipe.path, recipe.lines, section)}: {section}: {exc}") from None
 
 
+def _check_columns(recipe: Recipe, key: str, target: str, where: str) -> None:
+    """The data file opens in its format and has the columns the recipe names (its header only)."""
+    from fairfix.data.tables import open_table
+    from fairfix.training import expand_columns
+
+    data = recipe.section("data")
+    try:
+        table = open_table(target, data.get("input_format"))
+    except errors.FairfixError as exc:
+        raise errors.UsageError(f"{where}: {exc}") from None
+    if callable(table._source):
+        table._source().close()  # the header was read; nothing else
+    columns = list(table.columns)
+    named = [("data.label", data.get("label")), ("data.group", data.get("group")),
+             *[("data.audit_groups", g) for g in data.get("audit_groups") or []],
+             *[("data.exclude", c) for c in data.get("exclude") or []]]
+    for full, col in named:
+        if isinstance(col, str) and col not in columns:
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, full)}: {full}: no column {col!r} in "
+                                    f"{target}; columns are: {', '.join(map(repr, columns[:40]))}")
+    if key == "train" and data.get("features") and not data.get("text_template"):
+        try:
+            expand_columns(columns, data["features"])
+        except errors.FairfixError as exc:
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'data.features')}: data.features: "
+                                    f"{exc} (in {target})") from None
+
+
 def _config(cls_path: str, values: dict[str, Any]) -> Any:
     import importlib
 
@@ -272,16 +335,44 @@ class StepLog:
 
     def __init__(self, out: Path):
         self.path = out / "steps.json"
-        self.steps: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.steps: dict[str, Any] = {}
+        if self.path.is_file():
+            try:
+                self.steps = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError) as exc:
+                raise errors.UsageError(f"{self.path}: unreadable ({' '.join(str(exc).split())[:200]}); "
+                                        "remove it to rerun every step") from None
+            if not isinstance(self.steps, dict) or not all(isinstance(v, dict) for v in self.steps.values()):
+                raise errors.UsageError(f"{self.path}: not a steps.json that fairfix run wrote")
 
     def done(self, step: str, key: str, outputs: list[Path]) -> bool:
         rec = self.steps.get(step)
         return bool(rec and rec["key"] == key and all(o.exists() for o in outputs))
 
-    def record(self, step: str, key: str, seconds: float) -> None:
+    def check_owned(self, step: str, outputs: list[Path]) -> None:
+        """Refuse to replace an output that exists but that this run did not write (per ``steps.json``).
+
+        ``fairfix run`` replaces its own outputs when a step reruns; anything else under
+        the run directory (a folder the user made, a file from another tool) is left alone.
+        """
+        rec = self.steps.get(step)
+        written = set(rec.get("outputs") or []) if isinstance(rec, dict) else set()
+        for o in outputs:
+            if not (o.exists() or o.is_symlink()):
+                continue
+            if not isinstance(rec, dict) or (written and o.name not in written):
+                raise errors.UsageError(
+                    f"{o}: exists but was not written by this run (no {step!r} step in {self.path}); "
+                    "move it away or choose another --out"
+                )
+            if o.is_symlink() or (o.is_dir() and not (o / "fairfix.json").is_file()):
+                raise errors.UsageError(f"{o}: is not a fairfix artifact; fairfix run will not replace it")
+
+    def record(self, step: str, key: str, seconds: float, outputs: list[Path] | None = None) -> None:
         from fairfix.report.io import write_atomic
 
-        self.steps[step] = {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 3)}
+        self.steps[step] = {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 3),
+                            "outputs": [o.name for o in outputs or []]}
         write_atomic(self.path, json.dumps(self.steps, indent=2) + "\n", force=True)
 
 
@@ -375,27 +466,65 @@ def run_recipe(
     """Run every step of ``recipe`` into ``out``; return the compare document and the step outcomes.
 
     ``until`` stops after that step.  Finished steps whose key is unchanged are skipped
-    (``force`` reruns everything).
+    (``force`` reruns everything).  A step replaces only outputs that this run wrote
+    itself (recorded in ``steps.json``); anything else in their place is exit 2.
     """
+    if until is not None and until not in STEPS:
+        raise errors.UsageError(f"--until {until!r}: choose one of {', '.join(STEPS)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise errors.UsageError(f"--out {out}: exists and is not a directory")
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_recipe(recipe, out, until=until, force=force, progress=progress, log=log)
+    except BaseException:
+        if created:  # leave no empty run directory behind
+            try:
+                out.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def _at(recipe: Recipe, key: str, exc: errors.FairfixError) -> errors.FairfixError:
+    """``exc`` with the recipe's file, line and key in front (unless it names the recipe already)."""
+    text = str(exc)
+    if text.startswith(str(recipe.path)):
+        return exc
+    new = type(exc)(f"{_where(recipe.path, recipe.lines, key)}: {key}: {text}")
+    new.__cause__ = exc
+    return new
+
+
+def _run_recipe(
+    recipe: Recipe,
+    out: Path,
+    *,
+    until: str | None,
+    force: bool,
+    progress: Callable[..., None] | None,
+    log: Callable[[str], None] | None,
+) -> dict[str, Any]:
     import fairfix
     from fairfix.correct.bundle import save_bundle
     from fairfix.correct.run import correct
     from fairfix.detect.fit import fit_detector, load_detector
     from fairfix.models import load_model
+    from fairfix.models.factory import trusted_factories
     from fairfix.report.compare import build_compare
     from fairfix.report.io import write_atomic
     from fairfix.training import select_features
 
-    if until is not None and until not in STEPS:
-        raise errors.UsageError(f"--until {until!r}: choose one of {', '.join(STEPS)}")
     say = log or (lambda _m: None)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     steps = StepLog(out)
     data, audit_cfg = recipe.section("data"), recipe.section("audit")
     label, group = data["label"], data["group"]
     audit_groups = list(data.get("audit_groups") or [group])
-    train_frame, test_frame = prepare_frames(recipe)
+    try:
+        train_frame, test_frame = prepare_frames(recipe)
+    except errors.FairfixError as exc:
+        raise _at(recipe, "data.train", exc) from exc.__cause__
     eval_frame = test_frame if test_frame is not None else None
     data_key = {"train": _data_hash(recipe.resolve(data["train"])),
                 "test": _data_hash(recipe.resolve(data["test"])) if data.get("test") else None,
@@ -408,9 +537,14 @@ def run_recipe(
             outcome[name] = "skipped"
             say(f"{name}: unchanged, skipped")
             return until == name
+        written = [o.parent if o.name == "fairfix.json" else o for o in outputs]  # artifact dirs, report files
+        steps.check_owned(name, written)
         t0 = time.perf_counter()
-        fn()
-        steps.record(name, key, time.perf_counter() - t0)
+        try:
+            fn()
+        except errors.FairfixError as exc:
+            raise _at(recipe, _STEP_KEYS[name], exc) from exc
+        steps.record(name, key, time.perf_counter() - t0, written)
         outcome[name] = "ran"
         say(f"{name}: done in {time.perf_counter() - t0:.1f} s")
         return until == name
@@ -456,7 +590,12 @@ def run_recipe(
     result: dict[str, Any] = {"out": str(out), "steps": outcome}
     if stop:
         return result
-    model = load_model(model_dir)
+    factory = (model_sect.get("train") or {}).get("factory")  # named by the recipe's author, like --factory
+    try:
+        with trusted_factories(factory):
+            model = load_model(model_dir)
+    except errors.FairfixError as exc:
+        raise _at(recipe, "model.path" if model_sect.get("path") else "model.train", exc) from exc
     eval_for_audit = eval_frame if eval_frame is not None else train_frame
     audit_kw = {"bootstrap": int(audit_cfg.get("bootstrap", 1000)), "seed": int(audit_cfg.get("seed", 0)),
                 "min_group_size": int(audit_cfg.get("min_group_size", 30)),
@@ -504,7 +643,7 @@ def run_recipe(
     def do_correct() -> None:
         corrected, res = correct(train_frame, model, label=label, group=group, detector=detector,
                                  config=corr_cfg, eval_data=eval_frame, progress=progress,
-                                 checkpoint=out / ".correct.checkpoint", resume=True)
+                                 checkpoint=out / ".correct.checkpoint", resume="if-matching")
         save_bundle(bundle_dir, corrected, res["record"], force=True,
                     reports={"before": res["before"], "after": res["after"], "compare": res["compare"]},
                     extra_config={"label": label, "group": group, "recipe": recipe.name})
@@ -519,7 +658,8 @@ def run_recipe(
 
     # 5. audit of the corrected model, 6. the comparison
     after_path = out / "audit_after.json"
-    corrected = load_model(bundle_dir)
+    with trusted_factories(factory):
+        corrected = load_model(bundle_dir)
     if step("audit_after", {"data": data_key, "bundle": corrected.digest, "audit": audit_kw}, [after_path],
             audit_to(after_path, corrected)):
         return result

@@ -134,3 +134,84 @@ def test_digits_color_recipe_end_to_end(tmp_path):
     assert (worst["group"]["colour"], worst["label"]) in {("red", 0), ("green", 1)}  # colour flipped
     doc = json.loads(res.stdout)
     assert doc["schema"] == "fairfix.compare/1" and doc["recipe"] == "digits_color"
+
+
+# -- issue 11: a run replaces only what it wrote; recipe errors name file, line and key ---------------
+def test_run_never_replaces_a_folder_it_did_not_write(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL)
+    out = tmp_path / "proj"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "notes.txt").write_text("x")
+    res = runner.invoke(app, ["run", str(path), "--out", str(out), "--until", "train"])
+    assert res.exit_code == 2, res.output
+    assert "was not written by this run" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (out / "model" / "notes.txt").read_text() == "x"
+    res = runner.invoke(app, ["run", str(path), "--out", str(out), "--until", "train", "--force"])
+    assert res.exit_code == 2, res.output
+    assert (out / "model" / "notes.txt").read_text() == "x"
+
+
+def test_run_reruns_its_own_step_with_force(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL)
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", str(path), "--out", str(out), "--until", "train"]).exit_code == 0
+    assert json.loads((out / "steps.json").read_text())["train"]["outputs"] == ["model"]
+    res = runner.invoke(app, ["run", str(path), "--out", str(out), "--until", "train", "--force"])
+    assert res.exit_code == 0, res.output
+    assert "train: done" in res.stderr
+
+
+@pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "a/b", "..", "."])
+def test_recipe_name_is_a_plain_name(tmp_path, name):
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: {json.dumps(name)}\n" + SMALL.split("\n", 1)[1])
+    res = runner.invoke(app, ["run", str(path), "--check"])
+    assert res.exit_code == 2, res.output
+    assert f"{path}:1: name" in res.stderr and "plain name" in res.stderr
+
+
+def _csv_recipe(tmp_path, **data):
+    (tmp_path / "d.csv").write_text("a,b,y,g\n1,2,0,x\n3,4,1,y\n")
+    lines = {"train": "d.csv", "label": "y", "group": "g", **data}
+    body = "".join(f"  {k}: {v}\n" for k, v in lines.items())
+    path = tmp_path / "r.yaml"
+    path.write_text(f"data:\n{body}model:\n  train: {{epochs: 1}}\n")
+    return path
+
+
+@pytest.mark.parametrize(("data", "key", "message"), [
+    ({"train": "sub"}, "data.train", "is a directory"),
+    ({"train": "/etc/passwd"}, "data.train", "cannot tell the format"),
+    ({"features": "[a, nope]"}, "data.features", "no column 'nope'"),
+    ({"label": "nope"}, "data.label", "no column 'nope'"),
+    ({"audit_groups": "[g, nope]"}, "data.audit_groups", "no column 'nope'"),
+])
+def test_check_catches_bad_data_entries(tmp_path, data, key, message):
+    (tmp_path / "sub").mkdir()
+    path = _csv_recipe(tmp_path, **data)
+    res = runner.invoke(app, ["run", str(path), "--check"])
+    assert res.exit_code == 2, res.output
+    line = res.stderr.strip()
+    assert len(line.splitlines()) == 1 and message in line
+    assert line.startswith(f"fairfix: error: {path}:") and f": {key}" in line
+
+
+def test_run_time_error_names_recipe_line_and_key_and_leaves_no_empty_folder(tmp_path):
+    path = _csv_recipe(tmp_path)
+    path.write_text(path.read_text().replace("{epochs: 1}", "{epochs: 1, factory: 'nosuch_fairfix_pkg:make'}"))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", str(path), "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"{path}:6: model.train: " in res.stderr and "nosuch_fairfix_pkg" in res.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text", [b"a: &x [*x]\n", b"data: &a\n  train: *a\n", b"\x00\xff\xfe binary"])
+def test_bad_yaml_is_exit_2(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(text)
+    res = runner.invoke(app, ["run", str(path), "--check"])
+    assert res.exit_code == 2, res.output
+    assert str(path) in res.stderr and "unexpected" not in res.stderr

@@ -70,4 +70,43 @@ def main() -> None:
     if os.environ.get("NO_COLOR"):
         # Typer's Rich help and usage errors keep bold and dim under NO_COLOR: print them plain.
         app.rich_markup_mode = None
-    _fastparams.app_for_argv(app)()  # builds only the command being run
+    before = _stdout_identity()
+    try:
+        _fastparams.app_for_argv(app)()  # builds only the command being run
+    except SystemExit as exc:
+        code = exc.code
+        # Rich answers a closed stdout (`fairfix audit ... | head -1`, `--help | head`) by pointing
+        # stdout at /dev/null and exiting 1 -- the code of a tripped gate.  A reader that went
+        # away is not a failure of ours: exit 0, quietly.
+        if code == 1 and before is not None and before != _devnull_identity() == _stdout_identity():
+            code = 0
+        raise SystemExit(_flush_stdout(code)) from None
+
+
+def _stdout_identity() -> tuple[int, int] | None:
+    try:
+        st = os.fstat(1)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _devnull_identity() -> tuple[int, int] | None:
+    try:
+        st = os.stat(os.devnull)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _flush_stdout(code: object) -> object:
+    """Flush stdout before exiting; a closed pipe at this point ends the command quietly (exit 0)."""
+    import sys
+
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe at exit
+        return 0 if code in (None, 0, 1) else code
+    return code

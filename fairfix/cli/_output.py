@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -12,15 +13,19 @@ from fairfix.report.io import write_atomic
 from fairfix.report.render import EXTENSION_FORMATS, Format
 
 
-def check_outputs(out: Path | None, output: Path | None, force: bool) -> None:
-    """Fail before any work when an artifact directory or report file would be overwritten."""
-    from fairfix import errors
+def check_outputs(out: Path | None, output: Path | None, force: bool, inputs: Sequence[Any] = ()) -> None:
+    """Fail before any work when an artifact directory or report file may not be written.
+
+    Without ``force`` nothing is overwritten; with it, ``out`` must be a fairfix
+    artifact and ``output`` a regular file, and neither may be (or hold) an input.
+    """
+    from fairfix.artifacts import check_replaceable
     from fairfix.report.io import check_writable
 
-    if out is not None and out.exists() and not force:
-        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
+    if out is not None:
+        check_replaceable(out, force, inputs)
     if output is not None:
-        check_writable(output, force)
+        check_writable(output, force, inputs)
 
 
 def choose_format(fmt: Format | None, output: Path | None) -> Format:

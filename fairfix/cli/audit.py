@@ -11,6 +11,9 @@ from fairfix.cli import _model, _output
 from fairfix.cli._errors import EXIT_GATE, handle_errors
 from fairfix.report.render import Format
 
+#: Small groups named one by one on stderr; the rest are counted in one line.
+SMALL_GROUP_WARNINGS = 10
+
 
 @handle_errors
 def audit(
@@ -43,7 +46,7 @@ def audit(
     from fairfix.report.render import print_table, render
 
     if output is not None:
-        check_writable(output, force)  # fail before reading a large file
+        check_writable(output, force, inputs=[data])  # fail before reading a large file
     chosen = _output.choose_format(fmt, output)
     loaded = _model.load(model, factory, features, text_column) if model is not None else None
     with _output.RowProgress("auditing") as progress:
@@ -71,10 +74,14 @@ def audit(
     if report.positive_label_source and report.positive_label_source.startswith("default"):
         _output.note(f"positive label {report.positive_label!r} ({report.positive_label_source[9:]}; "
                      "--positive to change)")
-    for g in report.small_groups:
-        from fairfix.report.audit import group_label
+    from fairfix.report.audit import group_label
 
+    small = report.small_groups
+    for g in small[:SMALL_GROUP_WARNINGS]:
         _output.warn(f"group {group_label(g['group'])} has {g['n']} rows (< --min-group-size {min_group_size})")
+    if len(small) > SMALL_GROUP_WARNINGS:
+        _output.warn(f"... and {len(small) - SMALL_GROUP_WARNINGS} more group(s) under --min-group-size "
+                     f"{min_group_size} (each is flagged \"small\" in the JSON)")
     if chosen is Format.table and output is None:
         print_table(report, _output.console())
     else:

@@ -26,6 +26,10 @@ def compare(
     from fairfix import errors
     from fairfix.report.compare import build_compare
 
+    if output is not None:
+        from fairfix.report.io import check_writable
+
+        check_writable(output, force, inputs=[before, after])
     docs = []
     for p in (before, after):
         if not p.is_file():

@@ -46,6 +46,7 @@ def correct(
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format of the comparison.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the comparison to FILE atomically.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out / --output if they exist.")] = False,
+    factory: _model.FactoryOpt = None,
 ) -> None:
     """Train a FairNet adapter and write a bundle; prints fairfix.compare/1 (before vs after)."""
     from fairfix import errors
@@ -67,7 +68,7 @@ def correct(
                            ce_weight=ce_weight, train_on=train_on,
                            epochs=epochs, batch_size=batch_size, lr=lr, tau=tau_value,
                            max_accuracy_drop=max_accuracy_drop, guard_se=guard_se, val_fraction=val_fraction, seed=seed)
-    base = _model.load(model, None, None, None)
+    base = _model.load(model, factory, None, None)
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():
         raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")

@@ -41,7 +41,7 @@ def detect(
     """Fit a detector of minority-group membership; prints fairfix.detect/1."""
     from fairfix.detect.fit import DetectorConfig, fit_detector
 
-    _output.check_outputs(out, output, force)
+    _output.check_outputs(out, output, force, inputs=[data, model])
     config = DetectorConfig(mode=mode, layer=layer, hidden=hidden, epochs=epochs, holdout=holdout, seed=seed,
                             unsupervised=unsupervised, contamination=contamination, tau=tau)
     loaded = _model.load(model, factory, features, text_column)

@@ -20,7 +20,7 @@ def predict(
     factory: _model.FactoryOpt = None,
     features: _model.FeaturesOpt = None,
     text_column: _model.TextColumnOpt = None,
-    threshold: Annotated[float, typer.Option("--threshold", help="Binary models predict positive when score >= T.")] = 0.5,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Binary models predict positive when score >= T (default 0.5).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per inference batch.")] = None,
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
@@ -29,7 +29,7 @@ def predict(
     from fairfix.predict import predict as run_predict
     from fairfix.report.io import check_writable
 
-    check_writable(output, force)
+    check_writable(output, force, inputs=[data, model])
     loaded = _model.load(model, factory, features, text_column)
     with _output.RowProgress("predicting") as progress:
         result = run_predict(data, loaded, output, id_column=id_column, threshold=threshold,

@@ -24,7 +24,7 @@ def report(
     from fairfix.report.html import load_document, render_html
     from fairfix.report.io import check_writable
 
-    check_writable(html, force)  # fail before any work
+    check_writable(html, force, inputs=[source])  # fail before any work
     doc = load_document(source)
     name = source.resolve().name
     page = render_html(doc, source=name if source.is_file() else f"{name}/compare.json")

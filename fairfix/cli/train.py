@@ -53,7 +53,7 @@ def train(
         widths = [int(h) for h in hidden.split(",") if h.strip()]
     except ValueError:
         raise _usage(f"--hidden {hidden!r}: expected comma-separated integers, e.g. 128,64") from None
-    _output.check_outputs(out, None, force)
+    _output.check_outputs(out, None, force, inputs=[data, base_model])
     with _output.EpochProgress("training") as progress:
         summary = train_model(
             data, label=label, out=out, features=_model.split_columns(features), exclude=exclude or [],

@@ -70,6 +70,7 @@ def load_bundle(path: str | Path, manifest: dict[str, Any], *, base_path: str | 
     from fairfix.detect.fit import load_detector
     from fairfix.models import load_model
     from fairfix.models.base import load_safetensors
+    from fairfix.models.offline import hub_offline
 
     p = Path(path)
     ref = manifest.get("base_model", {})
@@ -85,8 +86,11 @@ def load_bundle(path: str | Path, manifest: dict[str, Any], *, base_path: str | 
             f"{ref['sha256'][:12]}...; refusing a different base"
         )
     detector = load_detector(p / "detector", base)
+    _check_adapter_files(p, manifest)
     try:
-        peft_model = PeftModel.from_pretrained(base.module, str(p / "adapter"), adapter_name=ADAPTER)
+        with hub_offline():  # a local folder only: peft asks the hub when a file is missing
+            peft_model = PeftModel.from_pretrained(base.module, str(p / "adapter"), adapter_name=ADAPTER,
+                                                   local_files_only=True)
     except Exception as exc:  # peft raises many types for a bad adapter folder
         raise errors.ModelError(f"{p / 'adapter'}: cannot load the PEFT adapter ({exc})") from exc
     peft_model.eval()
@@ -105,3 +109,20 @@ def _gate(manifest: dict[str, Any]) -> str:
     if gate not in ("detector", "all"):
         raise errors.ModelError(f"bundle manifest: gate {gate!r} is neither 'detector' nor 'all'")
     return str(gate)
+
+
+ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
+
+
+def _check_adapter_files(p: Path, manifest: dict[str, Any]) -> None:
+    """The adapter PEFT will read: its two files listed in the manifest (so hashed), nothing else."""
+    from fairfix.artifacts import MANIFEST, member
+
+    files = manifest.get("files") or {}
+    for name in ADAPTER_FILES:
+        if name not in files:
+            raise errors.ModelError(f"{p}: {name} is not listed in {MANIFEST}; the bundle has no adapter")
+        member(p, name)
+    pickled = [n for n in files if n.startswith("adapter/") and n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    if pickled:
+        raise errors.ModelError(f"{p}: pickled adapter file {pickled[0]}; fairfix loads safetensors only")

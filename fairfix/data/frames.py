@@ -69,7 +69,7 @@ def read_frame(data: Any, columns: list[str] | None = None, input_format: str | 
     """
     import pyarrow as pa
 
-    from fairfix.data.tables import NULL_VALUES, _wrap_arrow, open_table
+    from fairfix.data.tables import NULL_VALUES, _no_rows, _wrap_arrow, open_table
 
     if isinstance(data, str) and (emb := embedded_table(data)) is not None:
         data = emb
@@ -87,12 +87,20 @@ def read_frame(data: Any, columns: list[str] | None = None, input_format: str | 
         import pyarrow.csv as pcsv
 
         stream = table._source()
-        result = _wrap_arrow(table, lambda: pcsv.read_csv(
-            stream,
-            parse_options=pcsv.ParseOptions(delimiter=table.delimiter),
-            convert_options=pcsv.ConvertOptions(include_columns=columns, null_values=NULL_VALUES,
-                                                strings_can_be_null=True),
-        ))
+        try:
+            result = _wrap_arrow(table, lambda: pcsv.read_csv(
+                stream,
+                read_options=table.csv_read_options(),
+                parse_options=pcsv.ParseOptions(delimiter=table.delimiter),
+                convert_options=pcsv.ConvertOptions(include_columns=columns, null_values=NULL_VALUES,
+                                                    strings_can_be_null=True),
+            ))
+        except errors.DataError as exc:
+            if _no_rows(exc):
+                raise errors.DataError(f"{table.name}: has a header but no rows") from None
+            raise
+        finally:
+            stream.close()
     else:
         batches = list(table.iter_batches(columns or table.columns))
         result = pa.Table.from_batches(batches) if batches else None

@@ -116,6 +116,13 @@ class Table:
     delimiter: str = ","
     _schema: Any = field(default=None, repr=False)
 
+    def csv_read_options(self, block_size: int | None = None) -> Any:
+        """Pyarrow CSV read options for this table's stream: the names parsed from its header."""
+        import pyarrow.csv as pcsv
+
+        kw = {} if block_size is None else {"block_size": block_size}
+        return pcsv.ReadOptions(column_names=list(self.columns), use_threads=True, **kw)
+
     def require(self, columns: Sequence[str]) -> None:
         """Raise :class:`~fairfix.errors.DataError` naming the first absent column."""
         for col in columns:
@@ -156,7 +163,6 @@ class Table:
     def _csv_batches(self, cols, batch_rows, categorical, numeric):
         import pyarrow.csv as pcsv
 
-        stream = self._source()
         types: dict[str, pa.DataType] = {}
         for c in cols:
             if c in categorical:
@@ -167,21 +173,31 @@ class Table:
         # splits blocks at row boundaries, so this only sets the batch size (and
         # memory: see _CSV_BLOCK).
         block = max(1 << 16, min(batch_rows * 64, _CSV_BLOCK))
-        reader = _wrap_arrow(
-            self,
-            lambda: pcsv.open_csv(
-                stream,
-                read_options=pcsv.ReadOptions(block_size=block, use_threads=True),
-                parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
-                convert_options=pcsv.ConvertOptions(
-                    include_columns=cols,
-                    column_types=types,
-                    null_values=NULL_VALUES,
-                    strings_can_be_null=True,
-                    quoted_strings_can_be_null=False,
+        stream = self._source()
+        try:
+            reader = _wrap_arrow(
+                self,
+                lambda: pcsv.open_csv(
+                    stream,
+                    read_options=self.csv_read_options(block),
+                    parse_options=pcsv.ParseOptions(delimiter=self.delimiter),
+                    convert_options=pcsv.ConvertOptions(
+                        include_columns=cols,
+                        column_types=types,
+                        null_values=NULL_VALUES,
+                        strings_can_be_null=True,
+                        quoted_strings_can_be_null=False,
+                    ),
                 ),
-            ),
-        )
+            )
+        except errors.DataError as exc:
+            stream.close()
+            if _no_rows(exc):  # a header and nothing else: no batches
+                return
+            raise
+        except BaseException:
+            stream.close()
+            raise
         try:
             while True:
                 batch = _wrap_arrow(self, lambda: reader.read_next_batch(), stop=True)
@@ -243,6 +259,11 @@ class Table:
         finally:
             reader.close()
             stream.close()
+
+
+def _no_rows(exc: BaseException) -> bool:
+    """True for pyarrow's error on a CSV stream that holds no row at all (after the header)."""
+    return isinstance(exc.__cause__, pa.ArrowInvalid) and "Empty CSV file" in str(exc.__cause__)
 
 
 def _read_ahead(batches: Iterator[Any], depth: int = 1) -> Iterator[Any]:
@@ -317,29 +338,88 @@ def _open_bytes(path: str) -> IO[bytes]:
     return stream  # type: ignore[return-value]
 
 
-def _peek_csv_header(name: str, stream: IO[bytes]) -> tuple[list[str], bytes, str]:
-    """Read up to the end of the header line; return (names, bytes read, delimiter)."""
+#: The most header bytes read to find the end of a CSV header (quoted newlines included).
+_MAX_HEADER = 1 << 24
+
+
+def _header_end(buf: bytes) -> int:
+    """Index of the newline that ends the first CSV record (outside quotes), or -1."""
+    quoted = False
+    i = 0
+    while True:
+        nl = buf.find(b"\n", i)
+        if nl < 0:
+            return -1
+        quoted ^= buf.count(b'"', i, nl) % 2 == 1
+        if not quoted:
+            return nl
+        i = nl + 1
+
+
+def _peek_csv_header(name: str, stream: IO[bytes]) -> tuple[list[str], bytes, str, int]:
+    """Read the header record; return (names, bytes read after it, delimiter, header length in bytes).
+
+    The header is parsed here (quotes, doubled quotes and quoted newlines as the csv
+    module reads them; names stripped of surrounding blanks) and pyarrow is given the
+    names, so ``y, p, g`` names the columns ``y``, ``p`` and ``g``.
+    """
     buf = b""
-    while b"\n" not in buf:
-        chunk = stream.read(1 << 16)
-        if not chunk:
-            break
-        buf += chunk
+    end = -1
+    try:
+        while (end := _header_end(buf)) < 0:
+            chunk = stream.read(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > _MAX_HEADER:
+                raise errors.DataError(
+                    errors.UNREADABLE_FILE.format(path=name, fmt="csv",
+                                                  reason=f"no end of the header line in the first {_MAX_HEADER} bytes")
+                )
+    except OSError as exc:  # a corrupt or truncated compressed file, a read error
+        raise errors.DataError(
+            errors.UNREADABLE_FILE.format(path=name, fmt="csv", reason=" ".join(str(exc).split())[:300])
+        ) from exc
     if not buf.strip():
         raise errors.DataError(errors.EMPTY_FILE.format(path=name))
-    line = buf.split(b"\n", 1)[0]
+    header, rest = (buf[:end], buf[end + 1 :]) if end >= 0 else (buf, b"")
     try:
-        text = line.decode("utf-8-sig").rstrip("\r")
+        text = header.decode("utf-8-sig").rstrip("\r")
     except UnicodeDecodeError as exc:
         raise errors.DataError(
             errors.UNREADABLE_FILE.format(path=name, fmt="csv", reason="header is not UTF-8 text")
         ) from exc
     delimiter = "\t" if text.count("\t") > text.count(",") else ","
-    names = next(csv.reader([text], delimiter=delimiter))
+    limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(max(limit, len(text) + 1))
+        names = next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except (csv.Error, StopIteration) as exc:
+        raise errors.DataError(
+            errors.UNREADABLE_FILE.format(path=name, fmt="csv", reason=f"bad header ({exc})")
+        ) from exc
+    finally:
+        csv.field_size_limit(limit)
     names = [n.strip() for n in names]
-    if buf.startswith(b"\xef\xbb\xbf"):
-        buf = buf[3:]
-    return names, buf, delimiter
+    if any(not n for n in names):
+        raise errors.DataError(f"{name}: header field {names.index('') + 1} is empty; every column needs a name")
+    return names, rest, delimiter, (end + 1 if end >= 0 else len(buf))
+
+
+def _skip(stream: IO[bytes], n: int) -> IO[bytes]:
+    """``stream`` after reading and dropping its first ``n`` bytes (the header, on a second pass)."""
+    while n > 0:
+        chunk = stream.read(min(n, 1 << 20))
+        if not chunk:
+            break
+        n -= len(chunk)
+    return stream
+
+
+def _refuse_duplicates(name: str, columns: list[str], where: str) -> None:
+    if len(set(columns)) != len(columns):
+        dup = next(c for c in columns if columns.count(c) > 1)
+        raise errors.DataError(f"{name}: column {dup!r} appears twice in the {where}")
 
 
 def open_table(data: Any, input_format: str | None = None) -> Table:
@@ -374,31 +454,42 @@ def open_table(data: Any, input_format: str | None = None) -> Table:
         table = Table(name, fmt, [], None, source)
         pf = _wrap_arrow(table, lambda: pq.ParquetFile(source))
         table.columns = list(pf.schema_arrow.names)
+        _refuse_duplicates(name, table.columns, "schema")
         table.num_rows = pf.metadata.num_rows
         table._schema = pf.schema_arrow
         return table
     if fmt == "csv":
         raw = _wrap_arrow(Table(name, fmt, []), lambda: _open_bytes(path))
-        names, prefix, delimiter = _peek_csv_header(name, raw)
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise errors.DataError(f"{name}: column {dup!r} appears twice in the header")
+        try:
+            names, prefix, delimiter, header_bytes = _peek_csv_header(name, raw)
+        except BaseException:
+            if path != "-":
+                raw.close()
+            raise
+        _refuse_duplicates(name, names, "header")
         consumed = [False]
 
+        if path != "-":
+            raw.close()
+
         def reopen() -> IO[bytes]:
-            # The first read reuses the stream we peeked at; a second pass re-opens the file.
-            if not consumed[0]:
-                consumed[0] = True
-                return io.BufferedReader(_PrefixedStream(prefix, raw), buffer_size=1 << 20)
-            if path == "-":
+            # A file is re-opened as a native pyarrow stream: pyarrow's read-ahead threads then
+            # never call back into Python (a Python stream left them running at exit after a
+            # read error: "terminate called without an active exception", exit 134).  Stdin
+            # can be read once: the bytes we peeked at come first.  Either way the stream
+            # starts after the header: pyarrow is given the names.
+            if path != "-":
+                return _wrap_arrow(Table(name, fmt, []), lambda: _skip(_open_bytes(path), header_bytes))
+            if consumed[0]:
                 raise errors.UsageError("stdin can be read only once")
-            return _open_bytes(path)
+            consumed[0] = True
+            return io.BufferedReader(_PrefixedStream(prefix, raw), buffer_size=1 << 20)
 
         return Table(name, fmt, names, None, reopen, delimiter=delimiter)
     # jsonl
     table = Table(name, fmt, [])
     first = _wrap_arrow(table, lambda: _open_bytes(path))
-    head = first.read(1 << 20)
+    head = _wrap_arrow(table, lambda: first.read(1 << 20))
     if not head.strip():
         raise errors.DataError(errors.EMPTY_FILE.format(path=name))
     import pyarrow.json as pjson
@@ -407,14 +498,18 @@ def open_table(data: Any, input_format: str | None = None) -> Table:
     schema = _wrap_arrow(table, lambda: pjson.read_json(pa.BufferReader(sample)).schema)
     consumed = [False]
 
+    if path != "-":
+        first.close()
+
     def reopen_json() -> IO[bytes]:
-        if not consumed[0]:
-            consumed[0] = True
-            return io.BufferedReader(_PrefixedStream(head, first), buffer_size=1 << 20)
-        if path == "-":
+        if path != "-":  # a native pyarrow stream (see open_table's CSV branch)
+            return _wrap_arrow(table, lambda: _open_bytes(path))
+        if consumed[0]:
             raise errors.UsageError("stdin can be read only once")
-        return _open_bytes(path)
+        consumed[0] = True
+        return io.BufferedReader(_PrefixedStream(head, first), buffer_size=1 << 20)
 
     table.columns = list(schema.names)
+    _refuse_duplicates(name, table.columns, "records")
     table._source = reopen_json
     return table

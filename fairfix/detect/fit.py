@@ -117,7 +117,7 @@ class Detector:
 
 def load_detector(path: str | Path, model: Any = None) -> Detector:
     """Load a detector directory; refuse it when ``model`` is not the base it was trained on."""
-    from fairfix.artifacts import read_manifest
+    from fairfix.artifacts import member, read_manifest
     from fairfix.models.base import check_state_dict, load_safetensors
 
     p = Path(path)
@@ -126,21 +126,37 @@ def load_detector(path: str | Path, model: Any = None) -> Detector:
     manifest = read_manifest(p)
     if manifest["kind"] != "detector":
         raise errors.ModelError(f"{p}: is a fairfix {manifest['kind']}, not a detector")
-    d = manifest["detector"]
+    mf = p / "fairfix.json"
+    d = manifest.get("detector")
     base = manifest.get("base_model", {})
+    if not isinstance(d, dict) or not isinstance(base, dict):
+        raise errors.ModelError(f"{mf}: not a detector manifest (no 'detector' mapping)")
     if model is not None and base.get("sha256") and model.digest != base["sha256"]:
         raise errors.ModelError(
-            f"{p}: trained on base model sha256 {base['sha256'][:12]}..., but {model.path} has "
+            f"{p}: trained on base model sha256 {str(base['sha256'])[:12]}..., but {model.path} has "
             f"{str(model.digest)[:12]}...; retrain the detector for this model"
         )
-    module = BiasDetector(d["dim"], d["hidden"], d["sequence"], manifest["config"].get("dropout", 0.1))
-    state = load_safetensors(p / WEIGHTS)
+    known = {"dim", "hidden", "sequence", "layer", "group_column", "minority", "mode", "tau"}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise errors.ModelError(f"{mf}: unknown key {unknown[0]!r} in 'detector'")
+    try:
+        module = BiasDetector(int(d["dim"]), int(d["hidden"]), bool(d["sequence"]),
+                              float(manifest["config"].get("dropout", 0.1)))
+        cfg = DetectorConfig(**manifest["config"])
+        fields = (str(d["layer"]), d["group_column"], list(d["minority"]), str(d["mode"]), float(d["tau"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise errors.ModelError(f"{mf}: bad detector manifest ({type(exc).__name__}: {exc})") from exc
+    except errors.FairfixError as exc:
+        raise errors.ModelError(f"{mf}: bad detector config ({exc})") from exc
+    if WEIGHTS not in manifest["files"]:
+        raise errors.ModelError(f"{p / WEIGHTS}: not listed in {mf}")
+    state = load_safetensors(member(p, WEIGHTS))
     check_state_dict(module, state, str(p / WEIGHTS))
     module.load_state_dict(state)
     module.eval()
-    cfg = DetectorConfig(**manifest["config"])
-    return Detector(module, d["layer"], d["group_column"], d["minority"], d["mode"], d["tau"], base, cfg,
-                    manifest.get("report", {}))
+    layer, group_column, minority, mode, tau = fields
+    return Detector(module, layer, group_column, minority, mode, tau, base, cfg, manifest.get("report", {}))
 
 
 # -- choosing rows and targets ------------------------------------------------------

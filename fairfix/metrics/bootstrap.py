@@ -11,6 +11,40 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Memory the bootstrap may use (replicates and the rates derived from them).
+MEMORY_LIMIT = 2 << 30
+
+
+def memory_estimate(n_resamples: int, n_groups: int, n_classes: int) -> int:
+    """Bytes the percentile bootstrap of an audit needs, about: replicates and per-replicate rates.
+
+    Each replicate holds a ``(G, K, K)`` int64 table, and the rates, gaps and the
+    sort of the percentile step keep a few dozen float64 values per (replicate,
+    group, class) alive at once.
+    """
+    k = max(int(n_classes), 2)
+    return int(n_resamples) * int(n_groups) * 8 * (2 * k * k + 24 * k)
+
+
+def check_memory(n_resamples: int, n_groups: int, n_classes: int, limit: int = MEMORY_LIMIT) -> None:
+    """Refuse (one line with the figure) a bootstrap that would not fit in ``limit`` bytes.
+
+    Raises
+    ------
+    fairfix.errors.UsageError
+        ``--bootstrap`` times the number of groups is too large.
+    """
+    need = memory_estimate(n_resamples, n_groups, n_classes)
+    if need <= limit:
+        return
+    from fairfix import errors
+
+    most = max(limit // max(memory_estimate(1, n_groups, n_classes), 1), 0)
+    raise errors.UsageError(
+        f"--bootstrap {n_resamples} over {n_groups} group(s) needs about {need / 2**30:.1f} GiB "
+        f"(limit {limit / 2**30:.0f} GiB); pass --bootstrap {most} or less, or --bootstrap 0"
+    )
+
 
 def resample_counts(counts: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap replicates of ``counts`` (shape ``(G, K, K)``): shape ``(B, G, K, K)``."""

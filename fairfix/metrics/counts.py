@@ -125,11 +125,59 @@ def normalize_values(raw: Sequence[Any]) -> list[Any]:
     return vals
 
 
+def normalize_group_values(raw: Sequence[Any]) -> list[Any]:
+    """Group values as the file wrote them: no two distinct values are ever merged.
+
+    Text stays text -- ZIP or region codes ``"01"`` and ``"1"`` are two groups --
+    except that a vocabulary of canonical integers (``"1"``, ``"20"``, ``"-3"``)
+    becomes ints and one of ``true``/``false`` (each spelled one way) becomes
+    bools, which loses nothing.  Numbers typed by the file itself (Parquet, JSON)
+    are normalised as labels are (``1.0`` is ``1``).
+    """
+    vals = [v.item() if isinstance(v, np.generic) else v for v in raw]
+    texts = [v for v in vals if isinstance(v, str)]
+    others = [v for v in vals if not isinstance(v, str)]
+    text_map: dict[str, Any] = {t: t for t in texts}
+    if texts:
+        if all(t == str(_int_or_none(t)) for t in texts):
+            text_map = {t: int(t) for t in texts}
+        else:
+            lowered = {t: t.lower() for t in texts}
+            if set(lowered.values()) <= {"true", "false"} and len(set(lowered.values())) == len(texts):
+                text_map = {t: lowered[t] == "true" for t in texts}
+    other_map = dict(zip(range(len(others)), normalize_values(others), strict=True)) if others else {}
+    out, j = [], 0
+    for v in vals:
+        if isinstance(v, str):
+            out.append(text_map[v])
+        else:
+            out.append(other_map[j])
+            j += 1
+    return out
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def _normalize_groups(values: list[Any]) -> list[Any]:
     """Normalise group values, leaving the ``<missing>`` marker out of the type rule."""
-    present = [v for v in values if v != MISSING]
-    norm = iter(normalize_values(present))
-    return [MISSING if v == MISSING else next(norm) for v in values]
+    present = [v for v in values if v is not _MISSING_CODE]
+    norm = iter(normalize_group_values(present))
+    return [MISSING if v is _MISSING_CODE else next(norm) for v in values]
+
+
+class _MissingMarker:
+    """The vocabulary entry of missing group values (never equal to a value in the data)."""
+
+    def __repr__(self) -> str:
+        return MISSING
+
+
+_MISSING_CODE = _MissingMarker()
 
 
 class _Vocab:

@@ -39,6 +39,13 @@ def load_model(
     p = Path(path)
     if not p.exists():
         raise errors.ModelError(f"{p}: no such model file or directory")
+    if p.is_dir() and (p / MANIFEST).is_file() and factory is not None:
+        manifest = read_manifest(p)
+        if manifest["kind"] == "bundle":  # --factory names the code of the bundle's base model
+            from fairfix.models.factory import trusted_factories
+
+            with trusted_factories(factory):
+                return _load_bundle(p, manifest, base)
     if factory is not None:
         from fairfix.models.factory import load_factory_model
 
@@ -46,9 +53,7 @@ def load_model(
     if p.is_dir() and (p / MANIFEST).is_file():
         manifest = read_manifest(p)
         if manifest["kind"] == "bundle":
-            from fairfix.correct.bundle import load_bundle
-
-            return load_bundle(p, manifest, base_path=base)
+            return _load_bundle(p, manifest, base)
         if manifest["kind"] != "model":
             raise errors.ModelError(f"{p}: is a fairfix {manifest['kind']}, not a model")
         mk = manifest.get("model_kind")
@@ -61,9 +66,10 @@ def load_model(
 
             return load_hf_model(p, manifest=manifest)
         if mk == "factory":
-            from fairfix.models.factory import load_factory_model
+            from fairfix.models.factory import check_recorded_factory, load_factory_model
 
-            return load_factory_model(p, manifest["config"]["factory"], manifest=manifest)
+            recorded = check_recorded_factory(p, (manifest.get("config") or {}).get("factory"))
+            return load_factory_model(p, recorded, manifest=manifest)
         raise errors.ModelError(f"{p}: unknown model kind {mk!r} in {MANIFEST}")
     if p.is_dir() and (p / "config.json").is_file():
         from fairfix.models.hf import load_hf_model
@@ -75,3 +81,34 @@ def load_model(
         f"{p}: not a model fairfix recognises (expected a directory with {MANIFEST} or a Hugging Face "
         "config.json, or a .safetensors file with --factory)"
     )
+
+
+def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None) -> Model:
+    """Check the bundle manifest's fields, load it, and check its tap layer against the base."""
+    import math
+
+    from fairfix.artifacts import MANIFEST
+    from fairfix.correct.bundle import load_bundle
+
+    mf = p / MANIFEST
+    ref = manifest.get("base_model")
+    tau = manifest.get("tau")
+    checks: list[tuple[str, bool]] = [
+        ("base_model", isinstance(ref, dict)
+         and all(isinstance(ref.get(k), str | type(None)) for k in ("path", "sha256"))),
+        ("tap_layer", isinstance(manifest.get("tap_layer"), str)),
+        ("tau", tau is None or (isinstance(tau, int | float) and not isinstance(tau, bool) and math.isfinite(tau))),
+        ("adapter_enabled", isinstance(manifest.get("adapter_enabled", False), bool)),
+        ("targets", isinstance(manifest.get("targets", []), list)),
+    ]
+    for key, ok in checks:
+        if not ok:
+            raise errors.ModelError(f"{mf}: bad {key!r} ({manifest.get(key)!r})")
+    model = load_bundle(p, manifest, base_path=base)
+    inner = getattr(model, "base", None)
+    if inner is not None:
+        try:
+            inner.check_layer(manifest["tap_layer"])
+        except errors.ModelError as exc:
+            raise errors.ModelError(f"{mf}: tap_layer {manifest['tap_layer']!r}: {exc}") from None
+    return model

@@ -15,10 +15,10 @@ arbitrary objects.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,35 +184,79 @@ def _param_dtype(module: nn.Module) -> torch.dtype:
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
 
 
+#: Modules whose factories are fairfix built-ins: a manifest may name them on its own.
+BUILTIN_MODULES = ("fairfix.models.vision",)
+_TRUSTED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("fairfix_trusted_factories",
+                                                                          default=frozenset())
+
+
+def is_builtin(factory: str) -> bool:
+    """True for a factory fairfix ships (``fairfix.models.vision:small_cnn``)."""
+    mod, _, func = factory.partition(":")
+    return mod in BUILTIN_MODULES and bool(func) and not func.startswith("_")
+
+
+@contextmanager
+def trusted_factories(*names: str | None) -> Iterator[None]:
+    """Inside the block, manifests may name these factories too (the user named them: ``--factory``)."""
+    token = _TRUSTED.set(_TRUSTED.get() | {n for n in names if n})
+    try:
+        yield
+    finally:
+        _TRUSTED.reset(token)
+
+
+def check_recorded_factory(path: Path, factory: Any) -> str:
+    """The factory a manifest names, if fairfix may run it: a built-in, or one the user named.
+
+    An artifact alone never decides which code runs: a model directory from
+    someone else could name any importable function (``os:abort``).
+
+    Raises
+    ------
+    fairfix.errors.ModelError
+        The manifest names no factory, or one that is neither a built-in nor
+        named by the user.
+    """
+    from fairfix.artifacts import MANIFEST
+
+    if not isinstance(factory, str) or not factory:
+        raise errors.ModelError(f"{path / MANIFEST}: a factory model needs config.factory (a string)")
+    if is_builtin(factory) or factory in _TRUSTED.get():
+        return factory
+    raise errors.ModelError(
+        f"{path}: its {MANIFEST} names the factory {factory!r}, which is not a fairfix built-in; fairfix "
+        f"runs no code that an artifact names on its own: pass --factory {factory} if you trust it"
+    )
+
+
 def import_factory(factory: str) -> nn.Module:
     """Build the module named by ``package.module:function`` (called without arguments).
 
-    The working directory is searched last (after installed packages), so a
-    ``models.py`` next to the data can be named without installing it.
+    The module is imported from ``sys.path`` as it is: the working directory is
+    not added (install the package, or set ``PYTHONPATH``), so a file that happens
+    to lie next to the data is never imported by accident.
     """
     mod_name, sep, func_name = factory.partition(":")
     if not sep or not mod_name or not func_name:
         raise errors.ModelError(
             f"--factory {factory!r}: expected package.module:function, e.g. mypkg.nets:make_mlp"
         )
-    cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.append(cwd)
     try:
         obj: Any = importlib.import_module(mod_name)
         for part in func_name.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
         raise errors.ModelError(f"cannot import factory {factory!r}: {exc}") from exc
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
+    except (Exception, SystemExit) as exc:  # the module's own code failed at import
+        raise errors.ModelError(
+            f"cannot import factory {factory!r}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        ) from exc
     if not callable(obj):
         raise errors.ModelError(f"factory {factory!r} is a {type(obj).__name__}, not a function")
     try:
         module = obj()
-    except Exception as exc:  # user code: any failure is a model that cannot be built
+    except (Exception, SystemExit) as exc:  # user code: any failure is a model that cannot be built
         raise errors.ModelError(
             f"factory {factory!r} failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
         ) from exc

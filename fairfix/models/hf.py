@@ -217,16 +217,23 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
+    import pickle
+
     from safetensors import SafetensorError
 
-    return (OSError, ValueError, RuntimeError, KeyError, TypeError, ImportError, SafetensorError)
+    return (OSError, ValueError, RuntimeError, KeyError, TypeError, ImportError, SafetensorError,
+            pickle.UnpicklingError, AttributeError, IndexError, RecursionError)
 
 
 def _check_hf_dir(path: Path) -> None:
     """Refuse a path that is not a HF directory with safetensors weights (one line naming it)."""
     if not path.is_dir() or not (path / "config.json").is_file():
         raise errors.ModelError(f"{path}: not a Hugging Face model directory (no config.json)")
-    if any(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file():
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        _check_safetensors_index(index)
+        return
+    if any(path.glob("*.safetensors")):
         return
     pickled = [n for n in PICKLED_WEIGHTS if (path / n).is_file()]
     if pickled:
@@ -238,11 +245,32 @@ def _check_hf_dir(path: Path) -> None:
     raise errors.ModelError(f"{path}: no model.safetensors weights")
 
 
+def _check_safetensors_index(index: Path) -> None:
+    """A sharded checkpoint's index must name safetensors shards inside the directory."""
+    import json
+
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        shards = set(weight_map.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise errors.ModelError(f"{index}: not a safetensors index ({_one_line(exc)})") from exc
+    for shard in sorted(map(str, shards)):
+        f = index.parent / shard
+        if (not shard.endswith(".safetensors") or "/" in shard or "\\" in shard or shard.startswith(".")
+                or f.is_symlink() or not f.is_file()):
+            raise errors.ModelError(
+                f"{index}: shard {shard!r} is not a safetensors file in {index.parent}; "
+                "fairfix loads safetensors only"
+            )
+
+
 def _from_pretrained(path: Path, **kw: Any) -> tuple[Any, dict[str, Any]]:
     """``AutoModelForSequenceClassification`` from a local directory, with its loading info."""
     from transformers import AutoModelForSequenceClassification
 
-    with _quiet():
+    from fairfix.models.offline import hub_offline
+
+    with _quiet(), hub_offline():
         module, info = AutoModelForSequenceClassification.from_pretrained(
             str(path), local_files_only=True, trust_remote_code=False, use_safetensors=True,
             output_loading_info=True, **kw,
@@ -253,7 +281,9 @@ def _from_pretrained(path: Path, **kw: Any) -> tuple[Any, dict[str, Any]]:
 def _tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
-    with _quiet():
+    from fairfix.models.offline import hub_offline
+
+    with _quiet(), hub_offline():
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True,
                                             trust_remote_code=False)
     if tok.pad_token is None:  # decoder-style tokenizers: pad with the end-of-sequence token

@@ -53,6 +53,9 @@ def iter_predictions(
             continue
         try:
             proba, extras = model.predict_with_extras(frame_of(batch, model.input_columns))
+        except errors.ModelError as exc:  # the model does not fit: name the model, not the data
+            where = model.path or type(model).__name__
+            raise type(exc)(f"{where}: {exc}") from exc
         except errors.FairfixError as exc:
             raise type(exc)(f"{table.name}: {exc}") from exc
         done += batch.num_rows

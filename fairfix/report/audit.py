@@ -188,6 +188,7 @@ def build_report(
 
     summary_ci: dict[str, tuple[float, float]] = {}
     if n_bootstrap > 0:
+        boot.check_memory(n_bootstrap, c.shape[0], c.shape[1])
         rng = np.random.default_rng(seed)
         reps = boot.resample_counts(c, n_bootstrap, rng)  # (B, G, K, K)
         rep_sum = rates.summary_arrays(reps, targets, label_idx)

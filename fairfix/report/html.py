@@ -17,6 +17,7 @@ import html
 import io
 import json
 import math
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -155,6 +156,7 @@ def _group_name(group: dict[str, Any], columns: Sequence[str]) -> str:
 
 
 def _short(s: str) -> str:
+    s = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in s)  # tabs, newlines, ...
     return s if len(s) <= _LABEL_CHARS else s[: _LABEL_CHARS - 1] + "…"
 
 
@@ -215,12 +217,25 @@ class _Plotter:
         style: dict[str, Any] = {"font.size": 9, "axes.spines.top": False,
                                  "axes.spines.right": False, "axes.titlesize": 10,
                                  "text.parse_math": False}
-        with self._mpl.rc_context(style):
-            fig = self._figure(figsize=(width, height), dpi=100, layout="constrained")
-            self._canvas(fig)
-            yield fig
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+        import logging
+        import warnings
+
+        mpl_log = logging.getLogger("matplotlib")
+        level = mpl_log.level
+        # Glyphs the bundled font lacks (CJK, emoji) draw as boxes in the PNG; the page's tables
+        # carry the exact text.  matplotlib's warnings about them are not for the user's terminal.
+        with self._mpl.rc_context(style), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mpl_log.setLevel(logging.ERROR)
+            try:
+                fig = self._figure(figsize=(width, height), dpi=100, layout="constrained")
+                self._canvas(fig)
+                yield fig
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+            finally:
+                mpl_log.setLevel(level)
         data = base64.b64encode(buf.getvalue()).decode("ascii")
         cap = f"<figcaption>{caption}</figcaption>" if caption else ""
         img = f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'

@@ -5,18 +5,42 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from fairfix import errors
 
 
-def check_writable(path: str | os.PathLike[str], force: bool = False) -> Path:
-    """Fail early (before any work) when ``path`` exists without ``force`` or its folder is missing."""
+def same_file(a: str | os.PathLike[str], b: Any) -> bool:
+    """True when ``b`` (a path; anything else is ignored) names the file ``a`` names."""
+    if not isinstance(b, str | os.PathLike) or os.fspath(b) == "-" or not os.path.exists(b):
+        return False
+    try:
+        return os.path.exists(a) and os.path.samefile(a, b) or os.path.realpath(a) == os.path.realpath(b)
+    except OSError:
+        return False
+
+
+def check_writable(path: str | os.PathLike[str], force: bool = False, inputs: Iterable[Any] = ()) -> Path:
+    """Fail early (before any work) when ``path`` may not be written.
+
+    ``path`` must not be one of ``inputs`` (the data being read), may exist only
+    with ``force``, and then only as a regular file: ``--force`` never replaces a
+    device, a pipe, a symlink or a directory.
+    """
     p = Path(path)
     if p.is_dir():
         raise errors.UsageError(f"{p}: is a directory")
-    if p.exists() and not force:
-        raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=p))
+    for item in inputs:
+        if same_file(p, item):
+            raise errors.UsageError(f"{p}: is the input {os.fspath(item)}; write the result to another file")
+    if p.exists() or p.is_symlink():
+        if not force:
+            raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=p))
+        if not stat.S_ISREG(os.lstat(p).st_mode):
+            kind = "a symlink" if p.is_symlink() else "not a regular file"
+            raise errors.UsageError(f"{p}: is {kind}; --force replaces only regular files")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise errors.UsageError(f"{p}: folder {parent} does not exist")

@@ -820,3 +820,29 @@ def test_negative_seed_is_a_usage_error(tmp_path):
     res = CliRunner().invoke(app, ["audit", str(data), "--label", "y", "--pred", "p", "--group", "g", "--seed", "-3"])
     assert res.exit_code == 2
     assert "--seed -3: must be >= 0" in res.stderr
+
+
+# -- issue 11: many groups --------------------------------------------------------------------------
+def _many_groups(path, n):
+    path.write_text("y,p,g\n" + "".join(f"{i % 2},{(i // 3) % 2},z{i}\n" for i in range(n)))
+
+
+def test_many_small_groups_warn_in_a_few_lines(tmp_path):
+    _many_groups(tmp_path / "m.csv", 500)
+    res = runner.invoke(app, ["audit", str(tmp_path / "m.csv"), "--label", "y", "--pred", "p", "--group", "g",
+                              "--bootstrap", "10", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    warnings = [ln for ln in res.stderr.splitlines() if "warning" in ln]
+    assert len(warnings) == 11 and "and 490 more group(s)" in warnings[-1]
+    assert sum(g["small"] for g in json.loads(res.stdout)["groups"]) == 500
+
+
+@pytest.mark.parametrize(("rows", "bootstrap"), [(60, "100000000"), (20000, "1000")])
+def test_bootstrap_memory_is_bounded(tmp_path, rows, bootstrap):
+    _many_groups(tmp_path / "m.csv", rows)
+    res = runner.invoke(app, ["audit", str(tmp_path / "m.csv"), "--label", "y", "--pred", "p", "--group", "g",
+                              "--bootstrap", bootstrap, "--format", "json"])
+    assert res.exit_code == 2, res.output
+    line = res.stderr.strip().splitlines()[-1]
+    assert f"--bootstrap {bootstrap} over {rows} group(s) needs about" in line and "GiB" in line
+    assert "--bootstrap 0" in line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +226,51 @@ def test_counts_from_arrays_refuses_missing_values_and_ragged_arrays(
     # A missing value used to be counted silently as the first value of its column.
     with pytest.raises(ValueError, match=message):
         counts_from_arrays(y, p, groups)
+
+
+# -- issue 11: group values are kept as written -------------------------------------------------------
+def test_numeric_looking_group_codes_are_not_merged(tmp_path):
+    import fairfix
+
+    (tmp_path / "z.csv").write_text("y,p,zip\n1,1,01\n0,1,1\n1,0,001\n0,0,1.0\n1,1,01\n")
+    rep = fairfix.audit(str(tmp_path / "z.csv"), label="y", pred="p", group="zip", bootstrap=0)
+    assert sorted(g["group"]["zip"] for g in rep.to_dict()["groups"]) == ["001", "01", "1", "1.0"]
+    assert {g["group"]["zip"]: g["n"] for g in rep.to_dict()["groups"]}["01"] == 2
+
+
+def test_group_vocabularies_that_lose_nothing_are_typed():
+    from fairfix.metrics.counts import normalize_group_values
+
+    assert normalize_group_values(["1", "20", "-3"]) == [1, 20, -3]
+    assert normalize_group_values(["true", "False"]) == [True, False]
+    assert normalize_group_values(["True", "true"]) == ["True", "true"]
+    assert normalize_group_values(["01", "1"]) == ["01", "1"]
+    assert normalize_group_values([" a", "a"]) == [" a", "a"]
+    assert normalize_group_values([1.0, 2.0]) == [1, 2]  # typed by the file (Parquet/JSON numbers)
+
+
+def test_parquet_numbers_stay_numbers(tmp_path):
+    import pandas as pd
+
+    import fairfix
+
+    pd.DataFrame({"y": [1, 0, 1, 0], "p": [1, 1, 0, 0], "g": [1.0, 2.0, 1.0, 2.0]}).to_parquet(tmp_path / "g.parquet")
+    rep = fairfix.audit(str(tmp_path / "g.parquet"), label="y", pred="p", group="g", bootstrap=0)
+    assert [g["group"]["g"] for g in rep.to_dict()["groups"]] == [1, 2]
+
+
+def test_literal_missing_marker_is_not_merged_with_missing_rows(tmp_path):
+    from typer.testing import CliRunner
+
+    from fairfix.cli import app
+
+    (tmp_path / "m.csv").write_text("y,p,g\n1,1,<missing>\n0,1,\n1,0,a\n0,0,a\n")
+    res = CliRunner().invoke(app, ["audit", str(tmp_path / "m.csv"), "--label", "y", "--pred", "p", "--group", "g",
+                                   "--keep-missing-groups", "--bootstrap", "0"])
+    assert res.exit_code == 2, res.output
+    assert "m.csv" in res.stderr and "'<missing>'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    (tmp_path / "ok.csv").write_text("y,p,g\n1,1,b\n0,1,\n1,0,a\n0,0,a\n")
+    res = CliRunner().invoke(app, ["audit", str(tmp_path / "ok.csv"), "--label", "y", "--pred", "p", "--group", "g",
+                                   "--keep-missing-groups", "--bootstrap", "0", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert "<missing>" in [g["group"]["g"] for g in json.loads(res.stdout)["groups"]]

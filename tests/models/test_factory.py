@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import numpy as np
 import pandas as pd
@@ -76,7 +77,7 @@ def test_save_load_round_trip(mlp, tmp_path):
     assert manifest["model_kind"] == "factory"
     assert manifest["config"]["factory"] == f"{MOD}:make_mlp"
     assert manifest["config"]["features"] == FEATURES
-    loaded = load_model(tmp_path / "model")
+    loaded = load_model(tmp_path / "model", factory=f"{MOD}:make_mlp")
     assert isinstance(loaded, FactoryModel)
     assert loaded.features == FEATURES and loaded.classes == [0, 1] and loaded.positive == 1
     assert loaded.digest == digest(manifest)
@@ -94,7 +95,7 @@ def test_named_classes_survive_save(tmp_path):
     assert model.features == FEATURES
     assert model.classes == ["no", "yes"] and model.positive == "yes"
     model.save(tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
+    loaded = load_model(tmp_path / "m", factory=f"{MOD}:make_mlp")
     assert loaded.classes == ["no", "yes"] and loaded.positive == "yes"
 
 
@@ -217,7 +218,7 @@ def test_missing_feature_column_is_data_error(mlp):
         mlp.encode(_frame(2).drop(columns="c"))
 
 
-def test_factory_module_in_working_directory(tmp_path, monkeypatch):
+def test_working_directory_is_not_put_on_sys_path(tmp_path, monkeypatch):
     import sys
 
     (tmp_path / "fairfix_test_nets.py").write_text(
@@ -227,8 +228,82 @@ def test_factory_module_in_working_directory(tmp_path, monkeypatch):
     save_file(state, str(tmp_path / "w.safetensors"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "fairfix_test_nets", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     path_before = list(sys.path)
-    model = load_model("w.safetensors", factory="fairfix_test_nets:make", features=FEATURES)
+    with pytest.raises(errors.ModelError, match="cannot import factory 'fairfix_test_nets:make'"):
+        load_model("w.safetensors", factory="fairfix_test_nets:make", features=FEATURES)
     assert sys.path == path_before
+    # on sys.path (installed, or PYTHONPATH) the same module loads
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = load_model("w.safetensors", factory="fairfix_test_nets:make", features=FEATURES)
     assert model.default_tap_layer == "" and model.default_lora_targets == []
     np.testing.assert_allclose(model.predict_proba(_frame(2))[:, 1], 1 / (1 + np.exp(-1.0)))
+
+
+EVIL = "import os\nos.environ['FAIRFIX_EVIL_RAN'] = '1'\n\ndef make():\n    raise SystemExit(0)\n"
+
+
+@pytest.mark.parametrize("recorded", ["fairfix_evil_mod:make", "os:abort", "sys:exit", "fairfix.cli:main"])
+def test_manifest_factory_is_never_run_without_factory_option(mlp, tmp_path, monkeypatch, recorded):
+    """A factory named only by an artifact's manifest is refused (exit 2), never imported or called."""
+    import json
+    import sys
+
+    from typer.testing import CliRunner
+
+    from fairfix.artifacts import read_manifest
+    from fairfix.cli import app
+
+    (tmp_path / "fairfix_evil_mod.py").write_text(EVIL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "fairfix_evil_mod", raising=False)
+    monkeypatch.delenv("FAIRFIX_EVIL_RAN", raising=False)
+    mlp.save(tmp_path / "m")
+    mf = tmp_path / "m" / "fairfix.json"
+    manifest = json.loads(mf.read_text())
+    manifest["config"]["factory"] = recorded
+    mf.write_text(json.dumps(manifest))
+    read_manifest(tmp_path / "m")  # still hash-consistent: only the manifest changed
+    _frame(4).to_csv(tmp_path / "x.csv", index=False)
+    res = CliRunner().invoke(app, ["predict", "x.csv", "--model", "m", "--output", "o.csv"])
+    assert res.exit_code == 2, res.output
+    assert "not a fairfix built-in" in res.stderr and "pass --factory" in res.stderr
+    assert "fairfix_evil_mod" not in sys.modules and "FAIRFIX_EVIL_RAN" not in os.environ
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_builtin_factory_loads_from_manifest(tmp_path):
+    from fairfix.models.factory import check_recorded_factory, is_builtin
+
+    assert is_builtin("fairfix.models.vision:small_cnn")
+    assert not is_builtin("fairfix_models.vision:small_cnn") and not is_builtin("fairfix.cli:main")
+    assert check_recorded_factory(tmp_path, "fairfix.models.vision:small_cnn")
+
+
+def test_factory_that_exits_is_a_model_error(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "fairfix_exit_mod.py").write_text("def make():\n    raise SystemExit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fairfix_exit_mod", raising=False)
+    with pytest.raises(errors.ModelError, match="failed: SystemExit"):
+        load_model(_weights(tmp_path), factory="fairfix_exit_mod:make", features=FEATURES)
+
+
+def test_threshold_on_a_multiclass_model_is_exit_2(tmp_path):
+    """issue 11: --threshold was silently ignored for a multiclass model."""
+    from typer.testing import CliRunner
+
+    from fairfix.cli import app
+
+    w = _weights(tmp_path, ff.make_three_class)
+    frame = _frame(6).assign(y=[0, 1, 2, 0, 1, 2])
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    base = ["--model", str(w), "--factory", f"{MOD}:make_three_class", "--features", "a,b,c"]
+    runner = CliRunner()
+    for args in (["audit", str(tmp_path / "d.csv"), "--label", "y", "--group", "g", *base],
+                 ["predict", str(tmp_path / "d.csv"), "--output", str(tmp_path / "o.csv"), *base]):
+        res = runner.invoke(app, [*args, "--threshold", "0.7"])
+        assert res.exit_code == 2, res.output
+        assert "--threshold applies to a binary model" in res.stderr and "3 classes" in res.stderr
+        assert runner.invoke(app, args).exit_code == 0

@@ -154,7 +154,24 @@ def _remote_code(path):
     (path / "config.json").write_text(json.dumps(cfg))
 
 
+def _index_to_pickle(path):
+    """issue 11: a fake sharded index that points at a pickle (was an UnpicklingError, exit 3)."""
+    os.remove(path / "model.safetensors")
+    (path / "evil.bin").write_bytes(b"\x80\x04cos\nsystem\n.")
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": {"classifier.weight": "evil.bin"}}))
+
+
+def _index_outside(path):
+    os.remove(path / "model.safetensors")
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"classifier.weight": "../elsewhere.safetensors"}}))
+
+
 BAD = [
+    ("index to pickle", _index_to_pickle, "shard 'evil.bin' is not a safetensors file"),
+    ("index outside", _index_outside, "shard '../elsewhere.safetensors' is not a safetensors file"),
+    ("bad index", lambda p: (p / "model.safetensors.index.json").write_text("[1]"), "not a safetensors index"),
     ("truncated", _truncated, "cannot load the Hugging Face model"),
     ("missing key", lambda p: _edit_weights(p, lambda s: s.pop("classifier.weight")),
      "checkpoint lacks 1 tensor(s) the model needs, e.g. 'classifier.weight'"),

@@ -229,3 +229,29 @@ def test_audit_never_imports_matplotlib(tmp_path: Path) -> None:
 def test_load_document_reads_a_bundle(files: dict[str, Path], compare_doc: dict[str, Any]) -> None:
     assert load_document(files["bundle"])["schema"] == "fairfix.compare/1"
     assert load_document(files["audit"])["schema"] == "fairfix.audit/1"
+
+
+def test_group_names_matplotlib_cannot_draw_raise_no_warning() -> None:
+    """issue 11: CJK, emoji and tabs in group names leaked matplotlib's UserWarning lines to stderr."""
+    import logging
+    import warnings
+
+    from fairfix.report.html import render_html
+
+    from .conftest import audit_dict
+
+    names = {"北京": 3, "😀 smile": 5, "tab\there": 10}
+    doc = audit_dict(names, bootstrap=0)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("matplotlib").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            page = render_html(doc)
+    finally:
+        logging.getLogger("matplotlib").removeHandler(handler)
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
+    assert "北京" in page and "😀 smile" in page
