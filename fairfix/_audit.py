@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fairfix import errors
-from fairfix.data.tables import DEFAULT_BATCH_ROWS, Table, is_many, open_sources
+from fairfix.data.tables import DEFAULT_BATCH_ROWS, Table, _read_ahead, is_many, open_sources
 from fairfix.metrics.counts import MISSING, CountAccumulator, encode, float_values, normalize_values, numpy_view
 from fairfix.metrics.gates import parse_gate
 from fairfix.metrics.rates import SUMMARY_METRICS
@@ -238,75 +238,80 @@ def audit(
     categorical = [label, *groups] + ([pred] if pred is not None else [])
     numeric = [c for c in (score, weight_col) if c is not None]
     total_rows = None if any(t.num_rows is None for t in sources) else sum(t.num_rows or 0 for t in sources)
-    for table in sources:
+
+    def table_batches(table: Table) -> Any:
         if model is not None:
             from fairfix.models.runner import iter_predictions
 
-            batches: Any = iter_predictions(
+            return ((table, b, proba) for b, proba, _extras in iter_predictions(
                 table, model, extra_columns=[label, *groups], categorical=categorical,
                 batch_rows=None if batch_rows == DEFAULT_BATCH_ROWS else batch_rows,
-            )
+            ))
+        return ((table, b, None) for b in _name_score_errors(table.iter_batches(
+            [label, pred_col, *groups] + ([weight_col] if weight_col is not None else []),
+            batch_rows=batch_rows,
+            categorical=categorical,
+            numeric=numeric,
+        ), table, score, weight_col))
+
+    stream: Any = (item for table in sources for item in table_batches(table))
+    if len(sources) > 1 and model is None:
+        stream = _read_ahead(stream, depth=2)  # the next files decode while this batch is counted
+    current: Table | None = None
+    offset = 0
+    for table, batch, proba in stream:
+        if table is not current:
+            current, offset, name, rows_known = table, 0, table.name, table.row_numbers
+        n_batch = batch.num_rows
+        w = positions = None
+        if weight_col is not None:
+            w = _weights(table, weight_col, batch.column(weight_col), offset)
+            if not w.all():  # rows that stand for no row leave no trace, as in the row audit
+                positions = np.flatnonzero(w)
+                batch, w = batch.take(_pa_array(positions)), w[positions]
+        miss_kw: dict[str, Any] = {"weights": w, "positions": positions, "row_numbers": rows_known}
+        y, ymiss = encode(batch.column(label), acc.label_vocab)
+        if score is not None:
+            p, pmiss = _threshold(name, score, batch.column(score), threshold, scan, w)
+        elif model_binary:
+            p, pmiss = _threshold(name, "<model>", _pa_array(proba[:, pos_idx]), threshold, scan, None)
+        elif model is not None:
+            p, pmiss = encode(_pa_array(np.asarray(model.classes, dtype=object)[proba.argmax(axis=1)].tolist()),
+                              acc.pred_vocab)
         else:
-            batches = ((b, None, None) for b in _name_score_errors(table.iter_batches(
-                [label, pred_col, *groups] + ([weight_col] if weight_col is not None else []),
-                batch_rows=batch_rows,
-                categorical=categorical,
-                numeric=numeric,
-            ), table, score, weight_col))
-        offset = 0
-        name = table.name
-        rows_known = table.row_numbers
-        for batch, proba, _extras in batches:
-            n_batch = batch.num_rows
-            w = positions = None
-            if weight_col is not None:
-                w = _weights(table, weight_col, batch.column(weight_col), offset)
-                if not w.all():  # rows that stand for no row leave no trace, as in the row audit
-                    positions = np.flatnonzero(w)
-                    batch, w = batch.take(_pa_array(positions)), w[positions]
-            miss_kw: dict[str, Any] = {"weights": w, "positions": positions, "row_numbers": rows_known}
-            y, ymiss = encode(batch.column(label), acc.label_vocab)
-            if score is not None:
-                p, pmiss = _threshold(name, score, batch.column(score), threshold, scan, w)
-            elif model_binary:
-                p, pmiss = _threshold(name, "<model>", _pa_array(proba[:, pos_idx]), threshold, scan, None)
-            elif model is not None:
-                p, pmiss = encode(_pa_array(np.asarray(model.classes, dtype=object)[proba.argmax(axis=1)].tolist()),
-                                  acc.pred_vocab)
-            else:
-                p, pmiss = encode(batch.column(pred_col), acc.pred_vocab)
-            drop = np.zeros(batch.num_rows, dtype=bool)
-            for col, mask in ((label, ymiss), (pred_col, pmiss)):
-                if mask is not None:
-                    if dropna:
-                        drop |= mask
-                    else:
-                        scan.missing[col].add(mask, offset, name, **miss_kw)
-            if dropna:
-                scan.dropped += int(drop.sum()) if w is None else int(w[drop].sum())
-            gcodes = []
-            for i, col in enumerate(groups):
-                codes, gmiss = encode(batch.column(col), acc.group_vocabs[i])
-                if gmiss is not None and gmiss.any():
-                    if keep_missing_groups:
-                        if missing_codes[i] is None:
-                            missing_codes[i] = int(acc.group_vocabs[i].codes_for([MISSING])[0])
-                        codes[gmiss] = missing_codes[i]
-                    else:
-                        scan.missing[col].add(gmiss & ~drop, offset, name, **miss_kw)
-                        drop |= gmiss
-                gcodes.append(codes)
-            if drop.any():
-                keep = ~drop
-                gcodes = [g[keep] for g in gcodes]
-                y, p = y[keep], p[keep]
-                w = None if w is None else w[keep]
-            acc.add_codes(gcodes, y, p, weights=w)
-            scan.weight += len(y) if w is None else int(w.sum())
-            offset += n_batch
-            scan.rows += n_batch
-            if progress is not None:
-                progress(scan.rows, total_rows)
+            p, pmiss = encode(batch.column(pred_col), acc.pred_vocab)
+        drop = np.zeros(batch.num_rows, dtype=bool)
+        for col, mask in ((label, ymiss), (pred_col, pmiss)):
+            if mask is not None:
+                if dropna:
+                    drop |= mask
+                else:
+                    scan.missing[col].add(mask, offset, name, **miss_kw)
+        if dropna:
+            scan.dropped += int(drop.sum()) if w is None else int(w[drop].sum())
+        gcodes = []
+        for i, col in enumerate(groups):
+            codes, gmiss = encode(batch.column(col), acc.group_vocabs[i])
+            if gmiss is not None and gmiss.any():
+                if keep_missing_groups:
+                    if missing_codes[i] is None:
+                        missing_codes[i] = int(acc.group_vocabs[i].codes_for([MISSING])[0])
+                    codes[gmiss] = missing_codes[i]
+                else:
+                    scan.missing[col].add(gmiss & ~drop, offset, name, **miss_kw)
+                    drop |= gmiss
+            gcodes.append(codes)
+        if drop.any():
+            keep = ~drop
+            gcodes = [g[keep] for g in gcodes]
+            y, p = y[keep], p[keep]
+            w = None if w is None else w[keep]
+        acc.add_codes(gcodes, y, p, weights=w)
+        scan.weight += len(y) if w is None else int(w.sum())
+        offset += n_batch
+        scan.rows += n_batch
+        if progress is not None:
+            progress(scan.rows, total_rows)
 
     _raise_for_scan(scan, label, pred_col, score, groups)
     if scan.rows == 0:
