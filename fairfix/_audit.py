@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fairfix import errors
-from fairfix.data.tables import DEFAULT_BATCH_ROWS, Table, _read_ahead, is_many, open_sources
+from fairfix.data.tables import DEFAULT_BATCH_ROWS, Table, _read_ahead, infer_format, is_many, open_sources
 from fairfix.metrics.counts import MISSING, CountAccumulator, encode, float_values, normalize_values, numpy_view
 from fairfix.metrics.gates import parse_gate
 from fairfix.metrics.rates import SUMMARY_METRICS
@@ -56,7 +56,7 @@ class _Scan:
     weight: int = 0
 
 
-ENGINES = ("auto", "arrow", "duckdb")
+ENGINES = ("auto", "arrow", "duckdb", "spark")
 
 
 def choose_positive(classes: Sequence[Any], given: Any = None) -> tuple[Any, str]:
@@ -188,8 +188,8 @@ def audit(
         raise errors.UsageError("a --group column is named twice")
     if engine not in ENGINES:
         raise errors.UsageError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if engine == "duckdb" and model is not None:
-        raise errors.UsageError("--engine duckdb counts columns; with --model the rows go through the model "
+    if engine in ("duckdb", "spark") and model is not None:
+        raise errors.UsageError(f"--engine {engine} counts columns; with --model the rows go through the model "
                                 "(use --engine arrow)")
     gates = [parse_gate(expr, SUMMARY_METRICS) for expr in fail_on]
 
@@ -201,26 +201,44 @@ def audit(
         emb = embedded_table(data)
         items = [emb] if emb is not None else items
     many = len(items) > 1 or any(isinstance(x, str | os.PathLike) and is_many(os.fspath(x)) for x in items)
-    sources = open_sources(items, input_format)
-    if len(sources) == 1 and not many:
-        display = sources[0].name
     pred_col = pred if pred is not None else (score if score is not None else "<model>")
     named = [label, *groups] + ([] if model is not None else [pred_col]) + ([counts] if counts is not None else [])
-    for table in sources:
-        table.require(named)
     if len(set(named)) != len(named) or (model is not None and pred_col in named):
         raise errors.UsageError("the label, prediction, count and group columns must be different columns")
-    chosen = _choose_engine(engine, sources, many, model)
-    weight_col = counts
-    if chosen == "duckdb":
-        from fairfix.data import duck
+    from fairfix import spark as on_spark
 
+    remote = [x for x in items if on_spark.is_dataframe(x) or on_spark.is_uri(x)]
+    if remote and engine not in ("auto", "spark"):
+        raise errors.UsageError(f"--engine {engine}: {_source_name(remote[0])} is read by Spark (--engine spark)")
+    if remote and model is not None:
+        raise errors.UsageError("--model cannot run on Spark: score the rows there first")
+    chosen = "spark" if remote else engine
+    local = [x for x in items if all(x is not r for r in remote)]
+    sources = open_sources(local, input_format) if local else []
+    if len(sources) == 1 and not many:
+        display = sources[0].name
+    for table in sources:
+        table.require(named)
+    chosen = _choose_engine(chosen, sources, many, model)
+    weight_col = counts
+    if chosen in ("duckdb", "spark"):
         assert pred_col != "<model>"
-        tbl = duck.count_rows(
-            sources, display, label=label, pred=pred, score=score, groups=groups,
-            threshold=threshold, counts=counts,
-        )
-        weight_col = duck.COUNT
+        engine_kw: dict[str, Any] = dict(label=label, pred=pred, score=score, groups=groups, threshold=threshold,
+                                         counts=counts)
+        if chosen == "duckdb":
+            from fairfix.data import duck
+
+            tbl = duck.count_rows(sources, display, **engine_kw)
+        else:
+            for t in sources:
+                t.close()
+            files = [(t.name, t.fmt) for t in sources if t.fmt in ("csv", "parquet", "jsonl") and t.name != "<stdin>"]
+            if len(files) != len(sources):
+                raise errors.UsageError("--engine spark reads files and Spark DataFrames only")
+            uri_files = [(x, infer_format(x, input_format)) for x in remote if on_spark.is_uri(x)]
+            frames = [x for x in remote if on_spark.is_dataframe(x)]
+            tbl = on_spark.count_rows(frames, files + uri_files, display, **engine_kw)
+        weight_col = on_spark.COUNT
         sources = [Table(display, "table", tbl.column_names, tbl.num_rows, tbl, row_numbers=False)]
     model_binary = model is not None and model.positive_index is not None
     if model is not None and positive is not None and model_binary:
@@ -389,6 +407,8 @@ def audit(
 
 
 def _source_name(item: Any) -> str:
+    if type(item).__module__.startswith("pyspark."):
+        return "<Spark DataFrame>"
     if isinstance(item, str | os.PathLike):
         path = os.fspath(item)
         return "<stdin>" if path == "-" else path
@@ -398,6 +418,11 @@ def _source_name(item: Any) -> str:
 def _choose_engine(engine: str, sources: list[Table], many: bool, model: Any) -> str:
     """The engine that computes the counts: arrow (stream the rows here) or duckdb."""
     if engine != "auto":
+        if engine == "spark":
+            from fairfix import spark as on_spark
+
+            if not on_spark.available():
+                raise errors.UsageError(on_spark._NEEDS_SPARK)
         if engine == "duckdb":
             from fairfix.data import duck
 

@@ -19,6 +19,7 @@ class Engine(str, Enum):
     auto = "auto"
     arrow = "arrow"
     duckdb = "duckdb"
+    spark = "spark"
 
 
 @handle_errors
@@ -35,7 +36,7 @@ def audit(
     text_column: _model.TextColumnOpt = None,
     counts: Annotated[str | None, typer.Option("--counts", help="DATA is a counts table: COL holds each row's number of rows (docs/scale.md).")] = None,
     counts_out: Annotated[Path | None, typer.Option("--counts-out", help="Also write the counts table (.parquet or .csv) to FILE, atomically.")] = None,
-    engine: Annotated[Engine, typer.Option("--engine", help="Who computes the counts: arrow (stream here), duckdb (GROUP BY; the duckdb extra), auto.")] = Engine.auto,
+    engine: Annotated[Engine, typer.Option("--engine", help="Who computes the counts: arrow (stream here), duckdb (GROUP BY; the duckdb extra), spark (groupBy on Spark; the spark extra), auto.")] = Engine.auto,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Predict positive when score >= T (default 0.5).")] = None,
     positive: Annotated[str | None, typer.Option("--positive", help="Positive label (default: 1, True, or the larger of two labels).")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0: none).")] = 1000,
@@ -66,14 +67,14 @@ def audit(
             from fairfix import errors
 
             raise errors.UsageError(f"--counts-out {counts_out}: is the --output file too")
-    if model is not None and (counts is not None or engine is Engine.duckdb):
+    if model is not None and (counts is not None or engine in (Engine.duckdb, Engine.spark)):
         from fairfix import errors
 
         # Checked before the model is loaded (the library checks the same).
         if counts is not None:
             raise errors.UsageError(errors.COUNTS_WITH_MODEL)
-        raise errors.UsageError("--engine duckdb counts columns; with --model the rows go through the model "
-                                "(use --engine arrow)")
+        raise errors.UsageError(f"--engine {engine.value} counts columns; with --model the rows go through the "
+                                "model (use --engine arrow)")
     chosen = _output.choose_format(fmt, output)
     loaded = _model.load(model, factory, features, text_column) if model is not None else None
     with _output.RowProgress("auditing") as progress:
