@@ -1,4 +1,4 @@
-# fairfix: `make demo` runs the main job on the embedded Adult data, `make test` the test suite.
+# fairfix: `make demo` runs the whole job on embedded data (coloured digits, then Adult), `make test` the test suite.
 # Both create (or reuse) a virtual environment in .venv and install what they need.
 
 PYTHON ?= python3.11
@@ -16,15 +16,20 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev,hf]"
+	$(BIN)/python -m pip install -q -e ".[dev,hf,duckdb,spark]"
+	@# The spark tests (pyspark, local[2]) need Java 17: Debian's package where it is missing.
+	command -v java >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless; } \
+	  || { echo "need Java 17 for the spark tests: apt-get install openjdk-17-jre-headless"; exit 2; }
 	touch $@
 
 DEMO_DIR ?= demo-output
 
 # The whole job on embedded data: train the coloured-digits CNN, audit it, fit the detector, correct
-# it under the no-loss guard, audit the bundle and print the before/after table (recipes/digits_color.yaml).
+# it under the no-loss guard, audit the bundle and print the before/after table (recipes/digits_color.yaml:
+# the task where the correction shows); then the same job on the bundled Adult data (recipes/adult.yaml).
 demo: $(BIN)/.installed
 	$(BIN)/fairfix run recipes/digits_color.yaml --out $(DEMO_DIR)/digits_color --force
+	$(BIN)/fairfix run recipes/adult.yaml --out $(DEMO_DIR)/adult --force
 
 # The HTML report's headless-Chromium tests need /usr/bin/chromium: install Debian's package
 # where the machine allows it (apt-get, root); otherwise say so -- those two tests then skip.

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "spark":  # fairfix.spark.audit: the Spark engine (pyspark imported only when it runs)
+        import importlib
+
+        return importlib.import_module("fairfix.spark")
     if name in _LAZY:
         import importlib
 

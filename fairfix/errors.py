@@ -53,6 +53,16 @@ MISSING_GROUPS = (
     "{path}: group column {column!r} has {count} missing value(s) (first at row {first}); "
     "pass --keep-missing-groups to audit them as the group '<missing>'"
 )
+NULL_VALUES_UNPLACED = (
+    "{path}: column {column!r} has {count} empty/NaN value(s); pass --dropna to skip such rows"
+)
+MISSING_GROUPS_UNPLACED = (
+    "{path}: group column {column!r} has {count} missing value(s); "
+    "pass --keep-missing-groups to audit them as the group '<missing>'"
+)
+COUNTS_NOT_NUMERIC = "{path}: count column {column!r} is not numeric ({type}); counts must be whole numbers >= 0"
+COUNTS_WITH_MODEL = "--counts takes --pred or --score, not --model: a counts table holds no model inputs"
+BAD_COUNT = "{path}: count column {column!r} has {what} ({value}){where}; counts must be whole numbers >= 0"
 SCORE_NOT_NUMERIC = "{path}: score column {column!r} is not numeric ({reason})"
 SCORE_OUT_OF_RANGE = (
     "{path}: score column {column!r} has {count} value(s) outside [0, 1] (e.g. {example}); "

@@ -28,3 +28,17 @@ def test_audit_speed_quick_prints_the_table(tmp_path: Path) -> None:
         assert any(line.startswith(target) for line in out.splitlines()), (target, out)
     assert "ALL TARGETS PASS" in out or "SOME TARGETS FAILED" in out
     assert ("PASS" in out) or ("FAIL" in out)
+
+
+def test_audit_many_files_tiny_prints_the_table(tmp_path: Path) -> None:
+    pytest.importorskip("duckdb")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "audit_many_files.py"), "--rows", "20000", "--files", "4",
+           "--runs", "1", "--data-dir", str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"benchmarks/audit_many_files.py took over {TIMEOUT_S} s on this machine")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "agreement (both engines' JSON identical, group sizes = DuckDB's counts): yes" in proc.stdout
+    for row in ("--engine arrow", "--engine duckdb", "duckdb GROUP BY, python -c process"):
+        assert row in proc.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,9 +16,19 @@ from fairfix.report.render import Format
 SMALL_GROUP_WARNINGS = 10
 
 
+class Engine(str, Enum):
+    """What computes the counts of ``fairfix audit``."""
+
+    auto = "auto"
+    arrow = "arrow"
+    duckdb = "duckdb"
+    spark = "spark"
+
+
 @handle_errors
 def audit(
-    data: Annotated[str, typer.Argument(help="CSV, Parquet or JSON Lines file (by extension); - reads stdin.")],
+    data: Annotated[list[str], typer.Argument(help="CSV, Parquet or JSON Lines files (by extension), directories "
+                                              "or quoted globs of them, audited as one table; - reads stdin.")],
     label: Annotated[str, typer.Option("--label", help="Column with the true labels.")],
     group: Annotated[list[str], typer.Option("--group", help="Group column; repeat for intersectional groups.")],
     pred: Annotated[str | None, typer.Option("--pred", help="Column with predicted labels.")] = None,
@@ -26,6 +37,9 @@ def audit(
     factory: _model.FactoryOpt = None,
     features: _model.FeaturesOpt = None,
     text_column: _model.TextColumnOpt = None,
+    counts: Annotated[str | None, typer.Option("--counts", help="DATA is a counts table: COL holds each row's number of rows (docs/scale.md).")] = None,
+    counts_out: Annotated[Path | None, typer.Option("--counts-out", help="Also write the counts table (.parquet or .csv) to FILE, atomically.")] = None,
+    engine: Annotated[Engine, typer.Option("--engine", help="Who computes the counts: arrow (stream here), duckdb (GROUP BY; the duckdb extra), spark (groupBy on Spark; the spark extra), auto.")] = Engine.auto,
     threshold: Annotated[float | None, typer.Option("--threshold", help="Predict positive when score >= T (default 0.5).")] = None,
     positive: Annotated[str | None, typer.Option("--positive", help="Positive label (default: 1, True, or the larger of two labels).")] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0: none).")] = 1000,
@@ -38,7 +52,7 @@ def audit(
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl (for stdin or odd extensions).")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: table, or by --output extension).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to FILE atomically instead of stdout.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output (and --counts-out) if it exists.")] = False,
 ) -> None:
     """Audit predictions for group disparities; exit 1 when a --fail-on gate trips."""
     from fairfix._audit import audit as run_audit
@@ -46,12 +60,29 @@ def audit(
     from fairfix.report.render import print_table, render
 
     if output is not None:
-        check_writable(output, force, inputs=[data])  # fail before reading a large file
+        check_writable(output, force, inputs=data)  # fail before reading a large file
+    if counts_out is not None:
+        from fairfix.report.counts_out import counts_format
+
+        counts_format(counts_out)
+        check_writable(counts_out, force, inputs=data)
+        if output is not None and output.resolve() == counts_out.resolve():
+            from fairfix import errors
+
+            raise errors.UsageError(f"--counts-out {counts_out}: is the --output file too")
+    if model is not None and (counts is not None or engine in (Engine.duckdb, Engine.spark)):
+        from fairfix import errors
+
+        # Checked before the model is loaded (the library checks the same).
+        if counts is not None:
+            raise errors.UsageError(errors.COUNTS_WITH_MODEL)
+        raise errors.UsageError(f"--engine {engine.value} counts columns; with --model the rows go through the "
+                                "model (use --engine arrow)")
     chosen = _output.choose_format(fmt, output)
     loaded = _model.load(model, factory, features, text_column) if model is not None else None
     with _output.RowProgress("auditing") as progress:
         report = run_audit(
-            data,
+            data[0] if len(data) == 1 else data,
             label=label,
             group=group,
             pred=pred,
@@ -67,8 +98,16 @@ def audit(
             dropna=dropna,
             keep_missing_groups=keep_missing_groups,
             input_format=input_format,
+            counts=counts,
+            engine=engine.value,
             progress=progress,
         )
+    if counts_out is not None:
+        from fairfix.report.counts_out import counts_table, write_counts
+
+        write_counts(counts_out, counts_table(report.counts, label=label, prediction=pred or "pred",
+                                              count=counts or "n"), force)
+        _output.note(f"wrote {counts_out}")
     if report.settings.get("dropped_rows"):
         _output.warn(f"dropped {report.settings['dropped_rows']} row(s) with an empty label, prediction or score")
     if report.positive_label_source and report.positive_label_source.startswith("default"):

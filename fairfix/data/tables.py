@@ -115,6 +115,14 @@ class Table:
     _source: Any = field(default=None, repr=False)
     delimiter: str = ","
     _schema: Any = field(default=None, repr=False)
+    _close: Any = field(default=None, repr=False)
+    row_numbers: bool = True  # False for tables an engine computed: their rows are not the file's
+
+    def close(self) -> None:
+        """Release the file handle held since the header was read (if any)."""
+        if self._close is not None:
+            self._close()
+            self._close = None
 
     def csv_read_options(self, block_size: int | None = None) -> Any:
         """Pyarrow CSV read options for this table's stream: the names parsed from its header."""
@@ -485,7 +493,12 @@ def open_table(data: Any, input_format: str | None = None) -> Table:
             consumed[0] = True
             return io.BufferedReader(_PrefixedStream(prefix, raw), buffer_size=1 << 20)
 
-        return Table(name, fmt, names, None, reopen, delimiter=delimiter)
+        def close() -> None:
+            if not consumed[0] and path != "-":
+                consumed[0] = True
+                raw.close()
+
+        return Table(name, fmt, names, None, reopen, delimiter=delimiter, _close=close)
     # jsonl
     table = Table(name, fmt, [])
     first = _wrap_arrow(table, lambda: _open_bytes(path))
@@ -509,7 +522,84 @@ def open_table(data: Any, input_format: str | None = None) -> Table:
         consumed[0] = True
         return io.BufferedReader(_PrefixedStream(head, first), buffer_size=1 << 20)
 
+    def close_json() -> None:
+        if not consumed[0] and path != "-":
+            consumed[0] = True
+            first.close()
+
     table.columns = list(schema.names)
     _refuse_duplicates(name, table.columns, "records")
     table._source = reopen_json
+    table._close = close_json
     return table
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def is_many(path: str) -> bool:
+    """True when ``path`` names many files: a directory, or a glob that is not itself a file."""
+    if path == "-":
+        return False
+    if os.path.isdir(path):
+        return True
+    return not os.path.exists(path) and any(ch in path for ch in _GLOB_CHARS)
+
+
+def _hidden(name: str) -> bool:
+    # Spark, Hive and Hadoop mark what is not data with a leading dot or underscore
+    # (_SUCCESS, _temporary/, .part-0000.crc).
+    return name.startswith((".", "_"))
+
+
+def expand_files(path: str, input_format: str | None = None) -> list[tuple[str, str]]:
+    """``(file, format)`` for every data file of a directory (recursively) or a glob, sorted.
+
+    Names that start with ``.`` or ``_`` (``_SUCCESS``, ``.crc`` files, ``_temporary/``)
+    are skipped in directories; any other file must have a known extension (or
+    ``input_format`` must be given).
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        Nothing matches, or a file has an extension fairfix cannot read.
+    """
+    import glob
+
+    if os.path.isdir(path):
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not _hidden(d))
+            found += [os.path.join(root, f) for f in files if not _hidden(f)]
+        if not found:
+            raise errors.DataError(f"{path}: the directory holds no data files")
+    else:
+        found = [f for f in glob.glob(path, recursive=True) if os.path.isfile(f)]
+        if not found:
+            raise errors.DataError(f"{path}: no file matches this pattern")
+    return [(f, infer_format(f, input_format)) for f in sorted(found)]
+
+
+def open_sources(data: Any, input_format: str | None = None) -> list[Table]:
+    """Open one or several sources: each a path, a directory, a glob, ``-``, a DataFrame or a Table.
+
+    A list or tuple is several sources; a directory or a glob stands for the files it holds.
+    CSV and JSON Lines tables hold their file open until :meth:`Table.close` (or until read).
+    """
+    items = list(data) if isinstance(data, list | tuple) else [data]
+    if not items:
+        raise errors.UsageError("give at least one data source")
+    tables: list[Table] = []
+    try:
+        for item in items:
+            if isinstance(item, str | os.PathLike) and is_many(os.fspath(item)):
+                for f, fmt in expand_files(os.fspath(item), input_format):
+                    tables.append(open_table(f, fmt))
+                    tables[-1].close()  # read its header only: thousands of files, few handles
+            else:
+                tables.append(open_table(item, input_format))
+    except BaseException:
+        for t in tables:
+            t.close()
+        raise
+    return tables

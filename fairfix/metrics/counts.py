@@ -355,8 +355,14 @@ class CountAccumulator:
         self.pred_vocab = _Vocab()
         self._acc: dict[tuple[int, ...], int] = {}
 
-    def add_codes(self, group_codes: Sequence[np.ndarray], y: np.ndarray, p: np.ndarray) -> None:
-        """Count rows given their codes in the accumulator's vocabularies."""
+    def add_codes(
+        self, group_codes: Sequence[np.ndarray], y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None
+    ) -> None:
+        """Count rows given their codes in the accumulator's vocabularies.
+
+        ``weights`` (int64, >= 0): each row stands for that many rows (a counts table's
+        count column); the counts are exact integer sums.
+        """
         if len(y) == 0:
             return
         shape = [len(v) for v in self.group_vocabs] + [len(self.label_vocab), len(self.pred_vocab)]
@@ -368,7 +374,13 @@ class CountAccumulator:
             key *= size
             key += codes
         total = int(np.prod(shape, dtype=np.int64))
-        if total <= 1 << 22:
+        if weights is not None:  # integer sums (bincount's weights would go through float64)
+            keys, inverse = np.unique(key, return_inverse=True)
+            cnts = np.zeros(len(keys), dtype=np.int64)
+            np.add.at(cnts, inverse, np.asarray(weights, dtype=np.int64))
+            nonzero = cnts > 0
+            keys, cnts = keys[nonzero], cnts[nonzero]
+        elif total <= 1 << 22:
             binc = np.bincount(key, minlength=total)
             keys = np.flatnonzero(binc)
             cnts = binc[keys]
