@@ -15,7 +15,7 @@ from typing import Any
 
 from fairfix import errors
 from fairfix.metrics.counts import MISSING, ConfusionCounts
-from fairfix.report.io import check_writable
+from fairfix.report.io import _umask, check_writable
 
 COUNTS_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 
@@ -96,9 +96,3 @@ def write_counts(path: str | os.PathLike[str], table: Any, force: bool = False) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
