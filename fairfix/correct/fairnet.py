@@ -360,7 +360,8 @@ def fit_fairnet(
     reference = torch.where(counts[torch.arange(n_classes), ref_idx].unsqueeze(1) > 0, reference, overall)
 
     base_metrics = guard_metrics(base_pred_val, y_val, val["group"], n_classes, pos)
-    key = run_key(base, detector, train, val, config)
+    # what a checkpoint is written for (a digest of every input row: only when checkpointing)
+    key = run_key(base, detector, train, val, config) if checkpoint is not None else {}
 
     def train_plan(groups: str, checkpoint: Path | None, offset: int, total_epochs: int) -> dict[str, Any]:
         """Train one adapter for the plan ``groups`` ("all" or "minority"); its sweep on validation."""
