@@ -98,17 +98,10 @@ def load_bundle(path: str | Path, manifest: dict[str, Any], *, base_path: str | 
     protos = load_safetensors(p / "prototypes.safetensors")
     return CorrectedModel(base, peft_model, detector, tau=manifest.get("tau"),
                           enabled=bool(manifest.get("adapter_enabled")), tap_layer=manifest["tap_layer"],
-                          gate=_gate(manifest),
+                          gate=manifest.get("gate", "detector"),  # checked by models._load_bundle
                           prototypes={k: torch.as_tensor(v) for k, v in protos.items()},
                           info={"targets": manifest.get("targets", [])}, path=p,
                           digest=manifest.get("digest"), manifest=manifest)
-
-
-def _gate(manifest: dict[str, Any]) -> str:
-    gate = manifest.get("gate", "detector")
-    if gate not in ("detector", "all"):
-        raise errors.ModelError(f"bundle manifest: gate {gate!r} is neither 'detector' nor 'all'")
-    return str(gate)
 
 
 ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")

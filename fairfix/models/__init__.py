@@ -100,6 +100,7 @@ def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None) -> 
         ("tau", tau is None or (isinstance(tau, int | float) and not isinstance(tau, bool) and math.isfinite(tau))),
         ("adapter_enabled", isinstance(manifest.get("adapter_enabled", False), bool)),
         ("targets", isinstance(manifest.get("targets", []), list)),
+        ("gate", manifest.get("gate", "detector") in ("detector", "all")),
     ]
     for key, ok in checks:
         if not ok:

@@ -118,7 +118,7 @@ def test_edited_nested_detector_manifest_is_refused(ws):
 
 
 @pytest.mark.parametrize(("key", "value"), [("tau", "0.5"), ("tap_layer", 3), ("adapter_enabled", "yes"),
-                                            ("base_model", ["x"])])
+                                            ("base_model", ["x"]), ("gate", "sometimes")])
 def test_bad_bundle_fields_are_exit_2(ws, key, value):
     _edit(ws / "bundle" / "fairfix.json", lambda m: m.update({key: value}))
     line = _exit_2_line(_predict(ws))
