@@ -273,11 +273,9 @@ def correction_plan(m_val: np.ndarray, y_val: np.ndarray, pred_val: np.ndarray, 
     reference = []
     for c in range(n_classes):
         a = np.where(np.isnan(acc[:, c]), -1.0, acc[:, c])
-        if count_train[0, c] == 0 or count_train[1, c] == 0:
-            reference.append(int(count_train[1, c] > count_train[0, c]))
-        elif a[0] != a[1]:
-            reference.append(int(a[1] > a[0]))
-        else:
+        if count_train[0, c] and count_train[1, c] and a[0] != a[1]:
+            reference.append(int(a[1] > a[0]))  # the better served cell
+        else:  # an empty training cell, or a tie: the larger cell
             reference.append(int(count_train[1, c] > count_train[0, c]))
     rest_underserved = bool(np.any(acc[0] < acc[1]))  # NaN compares False
     return {"groups": "all" if groups == "auto" and rest_underserved else "minority",
