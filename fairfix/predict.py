@@ -36,6 +36,19 @@ def prediction_columns(model: Model, proba: np.ndarray, threshold: float = 0.5) 
     return cols
 
 
+def checked_threshold(model: Model, threshold: float | None) -> float:
+    """``threshold`` (default 0.5) for a binary model; a threshold on a multiclass model is exit 2."""
+    if threshold is not None and model.positive_index is None:
+        raise errors.UsageError(
+            f"--threshold applies to a binary model; {model.path or 'the model'} has {len(model.classes)} classes "
+            "(multiclass predictions are the most probable class)"
+        )
+    threshold = 0.5 if threshold is None else float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise errors.UsageError(f"--threshold {threshold:g}: must lie in [0, 1]")
+    return threshold
+
+
 class _Writer:
     """Append record batches to a CSV, Parquet or JSON Lines file."""
 
@@ -94,14 +107,7 @@ def predict(
 
     out = check_writable(output, force, inputs=[data])
     fmt = infer_format(str(out))
-    if threshold is not None and model.positive_index is None:
-        raise errors.UsageError(
-            f"--threshold applies to a binary model; {model.path or 'the model'} has {len(model.classes)} classes "
-            "(multiclass predictions are the most probable class)"
-        )
-    threshold = 0.5 if threshold is None else float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise errors.UsageError(f"--threshold {threshold:g}: must lie in [0, 1]")
+    threshold = checked_threshold(model, threshold)
     from fairfix.data.frames import embedded_table
 
     if isinstance(data, str) and (emb := embedded_table(data)) is not None:

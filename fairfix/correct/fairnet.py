@@ -83,6 +83,7 @@ class CorrectedModel(Model):
     """A base model with a FairNet adapter switched on per row by the bias detector."""
 
     kind = "fairnet_bundle"
+    extra_outputs = {"risk": "double", "corrected": "boolean"}
 
     def __init__(self, base: Model, peft_model: Any, detector: Any, *, tau: float | None, enabled: bool,
                  tap_layer: str, gate: str = "detector", prototypes: dict[str, torch.Tensor] | None = None,
