@@ -270,8 +270,8 @@ class SeedSplit:
 
     def codes(self, task: Task, frame: Any) -> tuple[np.ndarray, np.ndarray]:
         """(label codes, group codes) of ``frame``'s rows."""
-        from fairfix.detect.fit import group_values
-        from fairfix.models.tabular import encode_labels
+        from fairfix.data.groups import group_values
+        from fairfix.data.labels import encode_labels
 
         gidx = {str(v): i for i, v in enumerate(self.groups)}
         gv, _ = group_values(frame, task.group)
@@ -282,8 +282,9 @@ def seed_split(task: Task, seed: int) -> SeedSplit:
     """The seed's dev/test rows and the validation split correct() will carve from dev
     (``fairfix.correct.run._split``: same function, strata and seed)."""
     from fairfix.correct.run import _split
-    from fairfix.detect.fit import group_values
-    from fairfix.models.tabular import encode_labels, label_vocabulary
+    from fairfix.data.groups import group_values
+    from fairfix.data.labels import encode_labels
+    from fairfix.models.tabular import label_vocabulary
 
     dev, test = task.split_by_seed(seed) if task.split_by_seed else (task.dev, task.test)
     classes, _ = label_vocabulary(dev[task.label])

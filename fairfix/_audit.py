@@ -218,7 +218,7 @@ def audit(
     named = [label, *groups] + ([] if model is not None else [pred_col]) + ([counts] if counts is not None else [])
     if len(set(named)) != len(named) or (model is not None and pred_col in named):
         raise errors.UsageError("the label, prediction, count and group columns must be different columns")
-    from fairfix import spark as on_spark
+    from fairfix.data import spark as on_spark
 
     remote = [x for x in items if on_spark.is_dataframe(x) or on_spark.is_uri(x)]
     if remote and engine not in ("auto", "spark"):
@@ -438,7 +438,7 @@ def _choose_engine(engine: str, sources: list[Table], many: bool, model: Any) ->
     """The engine that computes the counts: arrow (stream the rows here) or duckdb."""
     if engine != "auto":
         if engine == "spark":
-            from fairfix import spark as on_spark
+            from fairfix.data import spark as on_spark
 
             if not on_spark.available():
                 raise errors.UsageError(on_spark._NEEDS_SPARK)

@@ -427,8 +427,8 @@ def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_
     import numpy as np
 
     from fairfix.correct.run import _split
-    from fairfix.detect.fit import group_values
-    from fairfix.models.tabular import encode_labels
+    from fairfix.data.groups import group_values
+    from fairfix.data.labels import encode_labels
 
     y = encode_labels(frame[label], classes)
     g, _ = group_values(frame, group)

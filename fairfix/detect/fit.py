@@ -15,7 +15,6 @@ never by position in a shuffled batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from fairfix import errors
+from fairfix.data.groups import group_values
 from fairfix.detect.module import BiasDetector
 
 SCHEMA = "fairfix.detect/1"
@@ -182,27 +182,6 @@ def resolve_mode(frame: Any, group: str | None, mode: str) -> str:
     if mode == "auto":
         return "partial" if missing else "full"
     return mode
-
-
-def group_values(frame: Any, group: str) -> tuple[np.ndarray, list[Any]]:
-    """Normalised group values per row (None where missing) and the distinct values."""
-    from fairfix.metrics.counts import _sorted_values, normalize_values
-
-    col = frame[group]
-    raw = list(dict.fromkeys(col.dropna().tolist()))
-    norm = dict(zip(raw, normalize_values(raw), strict=True))
-    vals = np.array([None if _isna(v) else norm[v] for v in col.tolist()], dtype=object)
-    distinct = list(_sorted_values(set(norm.values())))
-    return vals, distinct
-
-
-def _isna(v: Any) -> bool:
-    """Missing cell: None, NaN, and pandas' NA/NaT (nullable Int64/string/category columns)."""
-    import pandas as pd
-
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return True
-    return bool(pd.api.types.is_scalar(v) and pd.isna(v))
 
 
 def resolve_minority(given: Sequence[Any] | None, distinct: list[Any], group: str) -> list[Any]:
@@ -406,7 +385,7 @@ def fit_detector(
     values, mask, proba = _representations(model, frame, layer, progress)
     y_idx = None
     if label is not None:
-        from fairfix.models.tabular import encode_labels
+        from fairfix.data.labels import encode_labels
 
         if frame[label].isna().any():
             raise errors.DataError(f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)")
