@@ -265,7 +265,7 @@ def audit(
     thresholded = score is not None or model_binary
     if thresholded:
         acc.pred_vocab.codes_for([False, True])  # code 0: predicted negative, 1: positive
-    missing_codes = [None] * len(groups)
+    missing_codes: list[int | None] = [None] * len(groups)
     categorical = [label, *groups] + ([pred] if pred is not None else [])
     numeric = [c for c in (score, weight_col) if c is not None]
     total_rows = None if any(t.num_rows is None for t in sources) else sum(t.num_rows or 0 for t in sources)

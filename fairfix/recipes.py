@@ -75,7 +75,7 @@ SCHEMA: dict[str, Any] = {
     },
     "compare": {"fail_on": (list, False)},
 }
-TRAIN_KEYS = {
+TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
     "hidden": list, "dropout": float, "epochs": int, "batch_size": int, "lr": float, "val_fraction": float,
     "patience": int, "seed": int, "base_model": str, "max_length": int, "max_steps": int, "positive": _ANY_SCALAR,
     "factory": str,
@@ -346,6 +346,7 @@ class StepLog:
                 raise errors.UsageError(f"{self.path}: not a steps.json that fairfix run wrote")
 
     def done(self, step: str, key: str, outputs: list[Path]) -> bool:
+        """True when ``step`` finished with these inputs (``key``) and its outputs are still there."""
         rec = self.steps.get(step)
         return bool(rec and rec["key"] == key and all(o.exists() for o in outputs))
 
@@ -369,6 +370,7 @@ class StepLog:
                 raise errors.UsageError(f"{o}: is not a fairfix artifact; fairfix run will not replace it")
 
     def record(self, step: str, key: str, seconds: float, outputs: list[Path] | None = None) -> None:
+        """Write ``step`` as finished (its key, time and outputs) to ``steps.json``, atomically."""
         from fairfix.report.io import write_atomic
 
         self.steps[step] = {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 3),
@@ -597,9 +599,11 @@ def _run_recipe(
     except errors.FairfixError as exc:
         raise _at(recipe, "model.path" if model_sect.get("path") else "model.train", exc) from exc
     eval_for_audit = eval_frame if eval_frame is not None else train_frame
-    audit_kw = {"bootstrap": int(audit_cfg.get("bootstrap", 1000)), "seed": int(audit_cfg.get("seed", 0)),
-                "min_group_size": int(audit_cfg.get("min_group_size", 30)),
-                "fail_on": [str(g) for g in audit_cfg.get("fail_on") or []]}
+    audit_kw: dict[str, Any] = {
+        "bootstrap": int(audit_cfg.get("bootstrap", 1000)), "seed": int(audit_cfg.get("seed", 0)),
+        "min_group_size": int(audit_cfg.get("min_group_size", 30)),
+        "fail_on": [str(g) for g in audit_cfg.get("fail_on") or []],
+    }
 
     def audit_to(path: Path, audited: Any) -> Callable[[], None]:
         def do_audit() -> None:

@@ -114,10 +114,13 @@ def count_rows(
         raise errors.UsageError(_NEEDS_SPARK)
     import pyarrow as pa
 
+    spark_error: type[Exception]
     try:
-        from pyspark.errors import PySparkException as SparkError
+        from pyspark.errors import PySparkException
+
+        spark_error = PySparkException
     except ImportError:  # pyspark < 3.4
-        SparkError = Exception  # noqa: N806
+        spark_error = Exception
 
     pred_col = score if score is not None else pred
     assert pred_col is not None
@@ -130,7 +133,7 @@ def count_rows(
                     shown = ", ".join(repr(c) for c in df.columns[:40])
                     raise errors.DataError(errors.MISSING_COLUMN.format(path=source, column=col, columns=shown))
             tables.append(_count_frame(df, csv_text, groups, label, pred_col, score, threshold, counts))
-    except SparkError as exc:
+    except spark_error as exc:
         reason = " ".join(str(exc).split())[:300]
         raise errors.DataError(f"{name}: Spark could not compute the counts: {reason}") from exc
     table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]

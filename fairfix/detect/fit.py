@@ -240,6 +240,7 @@ def train_module(
     seq = values.dim() == 3
     flat = values[torch.as_tensor(rows)]
     if seq:
+        assert mask is not None  # sequences come with their mask
         keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
         m = keep.float()
         flat = flat.masked_fill(~keep, 0.0)  # padding may hold anything, NaN included
@@ -293,11 +294,12 @@ def pseudo_scores(
     def lof() -> np.ndarray:
         from sklearn.neighbors import LocalOutlierFactor
 
-        x = values[torch.as_tensor(rows)]
-        if x.dim() == 3:
+        v = values[torch.as_tensor(rows)]
+        if v.dim() == 3:
+            assert mask is not None  # sequences come with their mask
             keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
-            x = x.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
-        x = x.double().numpy()
+            v = v.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
+        x = v.double().numpy()
         x = (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
         est = LocalOutlierFactor(n_neighbors=min(35, len(rows) - 1))
         est.fit(x)

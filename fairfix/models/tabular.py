@@ -129,6 +129,7 @@ class TabularMLP(nn.Module):
         self.head = nn.Linear(widths[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, F)
+        """Logits (B, C) of the encoded inputs ``x`` (B, F)."""
         for block in self.blocks:
             x = block(x)  # (B, H_i)
         return self.head(x)  # (B, C)
@@ -184,7 +185,9 @@ class TabularModel(Model):
         n = len(self.module.blocks)  # type: ignore[arg-type]
         return [f"blocks.{i}.linear" for i in range(1, n)] or ["blocks.0.linear"]
 
-    def save(self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    def save(
+        self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False
+    ) -> dict[str, Any]:
         """Write the model directory (manifest + safetensors)."""
         return self.write_model_dir(
             out, lambda tmp: self.write_state_dict(tmp / WEIGHTS), config=config, training=training, force=force,
