@@ -7,6 +7,9 @@ outputs into the run directory and records a key -- the sha256 of its config
 and of its inputs (data files, upstream artifacts) -- in ``steps.json``; a rerun
 skips every finished step whose key is unchanged, so an interrupted batch job
 resumes where it stopped.
+
+One module (~690 lines) on purpose: the schema, its checks and the pipeline are keyed by the same
+step sections (a new recipe key is a schema entry and its use in the step, side by side).
 """
 
 from __future__ import annotations
