@@ -35,7 +35,8 @@ demo: $(BIN)/.installed
 # where the machine allows it (apt-get, root); otherwise say so -- those two tests then skip.
 CHROMIUM ?= /usr/bin/chromium
 
-test: $(BIN)/.installed chromium
+# Lint (ruff, mypy: the configuration in pyproject.toml) first, then the suite.
+test: $(BIN)/.installed lint chromium
 	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
 
 chromium:

@@ -43,15 +43,16 @@ def log(msg: str) -> None:
 
 
 def collect(key: str, seed: int) -> None:
-    import fairnet as bench  # benchmarks/fairnet.py
+    import fairnet_protocol as bench  # the FairNet benchmark's protocol (benchmarks/fairnet_protocol.py)
     import torch
+    from fairnet_tasks import adult_task, compas_task
 
     import fairfix.correct.fairnet as fn
     from fairfix.correct.fairnet import CorrectConfig, head_inputs, set_strength
     from fairfix.correct.run import correct
     from fairfix.detect.fit import DetectorConfig
 
-    task = bench.adult_task(False) if key == "adult" else bench.compas_task(False, bench.DATA)
+    task = adult_task(False) if key == "adult" else compas_task(False, bench.DATA)
     split = bench.seed_split(task, seed)  # correct()'s validation split, as the benchmark uses it
     dev, test, train_frame, val_frame = split.dev, split.test, split.train, split.val
     distinct = split.groups
@@ -383,7 +384,8 @@ def evaluate(datasets: list[str], seeds: int) -> str:
                          (int(e) + 1, float(sw.strengths[s]), float(sw.taus[t])),
                          sw.acc_v[c], sw.b_acc_v, sw.wga_v[c], sw.b_wga_v)
                 rows.setdefault(name, []).append(r)
-            for name, z in (("ERM per-group thresholds, rule a", None), ("ERM per-group thresholds, a + margin z=1", 1.0)):
+            for name, z in (("ERM per-group thresholds, rule a", None),
+                            ("ERM per-group thresholds, a + margin z=1", 1.0)):
                 a, w, ch = group_thresholds(sw, z)
                 ref.setdefault(name, []).append((seed, a - sw.b_acc_t, w - sw.b_wga_t, ch))
             # what the sweep holds at all: the best test WGA among candidates whose TEST accuracy
@@ -396,7 +398,8 @@ def evaluate(datasets: list[str], seeds: int) -> str:
             continue
         n = len(next(iter(rows.values())))
         lines += [f"### {key} ({n} seeds)", "",
-                  "| rule | test Δacc (pts) | test ΔWGA (pts) | seeds Δacc ≥ −0.3 | test activation | per seed Δacc / ΔWGA |",
+                  "| rule | test Δacc (pts) | test ΔWGA (pts) | seeds Δacc ≥ −0.3 | test activation "
+                  "| per seed Δacc / ΔWGA |",
                   "|---|---|---|---|---|---|"]
 
         def ms(v):

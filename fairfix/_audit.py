@@ -218,7 +218,7 @@ def audit(
     named = [label, *groups] + ([] if model is not None else [pred_col]) + ([counts] if counts is not None else [])
     if len(set(named)) != len(named) or (model is not None and pred_col in named):
         raise errors.UsageError("the label, prediction, count and group columns must be different columns")
-    from fairfix import spark as on_spark
+    from fairfix.data import spark as on_spark
 
     remote = [x for x in items if on_spark.is_dataframe(x) or on_spark.is_uri(x)]
     if remote and engine not in ("auto", "spark"):
@@ -265,7 +265,7 @@ def audit(
     thresholded = score is not None or model_binary
     if thresholded:
         acc.pred_vocab.codes_for([False, True])  # code 0: predicted negative, 1: positive
-    missing_codes = [None] * len(groups)
+    missing_codes: list[int | None] = [None] * len(groups)
     categorical = [label, *groups] + ([pred] if pred is not None else [])
     numeric = [c for c in (score, weight_col) if c is not None]
     total_rows = None if any(t.num_rows is None for t in sources) else sum(t.num_rows or 0 for t in sources)
@@ -438,7 +438,7 @@ def _choose_engine(engine: str, sources: list[Table], many: bool, model: Any) ->
     """The engine that computes the counts: arrow (stream the rows here) or duckdb."""
     if engine != "auto":
         if engine == "spark":
-            from fairfix import spark as on_spark
+            from fairfix.data import spark as on_spark
 
             if not on_spark.available():
                 raise errors.UsageError(on_spark._NEEDS_SPARK)

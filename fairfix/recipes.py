@@ -7,6 +7,9 @@ outputs into the run directory and records a key -- the sha256 of its config
 and of its inputs (data files, upstream artifacts) -- in ``steps.json``; a rerun
 skips every finished step whose key is unchanged, so an interrupted batch job
 resumes where it stopped.
+
+One module (~690 lines) on purpose: the schema, its checks and the pipeline are keyed by the same
+step sections (a new recipe key is a schema entry and its use in the step, side by side).
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ SCHEMA: dict[str, Any] = {
     },
     "compare": {"fail_on": (list, False)},
 }
-TRAIN_KEYS = {
+TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
     "hidden": list, "dropout": float, "epochs": int, "batch_size": int, "lr": float, "val_fraction": float,
     "patience": int, "seed": int, "base_model": str, "max_length": int, "max_steps": int, "positive": _ANY_SCALAR,
     "factory": str,
@@ -346,6 +349,7 @@ class StepLog:
                 raise errors.UsageError(f"{self.path}: not a steps.json that fairfix run wrote")
 
     def done(self, step: str, key: str, outputs: list[Path]) -> bool:
+        """True when ``step`` finished with these inputs (``key``) and its outputs are still there."""
         rec = self.steps.get(step)
         return bool(rec and rec["key"] == key and all(o.exists() for o in outputs))
 
@@ -369,6 +373,7 @@ class StepLog:
                 raise errors.UsageError(f"{o}: is not a fairfix artifact; fairfix run will not replace it")
 
     def record(self, step: str, key: str, seconds: float, outputs: list[Path] | None = None) -> None:
+        """Write ``step`` as finished (its key, time and outputs) to ``steps.json``, atomically."""
         from fairfix.report.io import write_atomic
 
         self.steps[step] = {"key": key, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(seconds, 3),
@@ -427,8 +432,8 @@ def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_
     import numpy as np
 
     from fairfix.correct.run import _split
-    from fairfix.detect.fit import group_values
-    from fairfix.models.tabular import encode_labels
+    from fairfix.data.groups import group_values
+    from fairfix.data.labels import encode_labels
 
     y = encode_labels(frame[label], classes)
     g, _ = group_values(frame, group)
@@ -597,9 +602,11 @@ def _run_recipe(
     except errors.FairfixError as exc:
         raise _at(recipe, "model.path" if model_sect.get("path") else "model.train", exc) from exc
     eval_for_audit = eval_frame if eval_frame is not None else train_frame
-    audit_kw = {"bootstrap": int(audit_cfg.get("bootstrap", 1000)), "seed": int(audit_cfg.get("seed", 0)),
-                "min_group_size": int(audit_cfg.get("min_group_size", 30)),
-                "fail_on": [str(g) for g in audit_cfg.get("fail_on") or []]}
+    audit_kw: dict[str, Any] = {
+        "bootstrap": int(audit_cfg.get("bootstrap", 1000)), "seed": int(audit_cfg.get("seed", 0)),
+        "min_group_size": int(audit_cfg.get("min_group_size", 30)),
+        "fail_on": [str(g) for g in audit_cfg.get("fail_on") or []],
+    }
 
     def audit_to(path: Path, audited: Any) -> Callable[[], None]:
         def do_audit() -> None:

@@ -1,4 +1,5 @@
-"""benchmarks/audit_speed.py --quick runs and prints its table (no timing is asserted)."""
+"""Benchmark scripts in smoke mode: audit_speed --quick and audit_many_files print their tables; the FairNet
+benchmark's modules import (no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -42,3 +43,19 @@ def test_audit_many_files_tiny_prints_the_table(tmp_path: Path) -> None:
     assert "agreement (both engines' JSON identical, group sizes = DuckDB's counts): yes" in proc.stdout
     for row in ("--engine arrow", "--engine duckdb", "duckdb GROUP BY, python -c process"):
         assert row in proc.stdout
+
+
+@pytest.mark.parametrize("script", ["fairnet.py", "peers.py"])
+def test_fairnet_benchmark_modules_import(script: str) -> None:
+    """The split FairNet benchmark (protocol, tasks, peers, report) imports and parses its options."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--help"], capture_output=True,
+                          text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--quick" in proc.stdout and "--from-json" in proc.stdout
+
+
+def test_guard_rules_imports_the_protocol() -> None:
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import guard_rules, fairnet_protocol, fairnet_tasks; "
+            "assert callable(fairnet_tasks.adult_task) and callable(fairnet_protocol.seed_split)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,14 @@
-"""Start the command line fast: plain option values without Pydantic, one command built.
+"""Start the command line fast: plain option values without Pydantic, and one BLAS thread for audits.
 
-Typer (0.2x) coerces every option value through a Pydantic ``TypeAdapter``.
+This module wraps Typer internals (``typer.core.build_runtime_param``, ``typer._coercion``,
+``typer._param_types``, ``typer._typing``), so Typer is pinned to the range it was tested with:
+``typer>=0.29.2,<0.30`` in pyproject.toml (tested: 0.29.2), and
+``tests/cli/test_startup.py`` fails when :func:`install` no longer fits the installed Typer.
+Typer's public API has no way around the cost below: every option value (``parser=`` ones too)
+goes through a ``TypeAdapter``.  The rest of the start-up work is done through the public API
+(``fairfix.cli.build_app`` registers only the command being run).
+
+Typer (0.29) coerces every option value through a Pydantic ``TypeAdapter``.
 Importing Pydantic and building those adapters costs ~0.2 s of CPU on every
 command, which is most of the 0.5 s budget of auditing a small file
 (docs/performance.md).  This module wraps Typer's ``build_runtime_param`` so
@@ -18,16 +26,13 @@ every other annotation goes to Typer's own adapter, built on first use, so
 results and error messages are Typer's.  If Typer's internals are not what
 this module expects, it leaves Typer alone.
 
-Typer also builds every registered command's options before it runs one
-(~40-70 ms for eight commands); :func:`app_for_argv` hands it a copy of the app
-that holds only the command named on the command line.  And numpy's OpenBLAS
-starts a pool of spinning threads when numpy is imported (~0.1 s of CPU on a
-2-core machine) that ``fairfix audit`` never uses: :func:`single_blas_thread`.
+Also, numpy's OpenBLAS starts a pool of spinning threads when numpy is imported
+(~0.1 s of CPU on a 2-core machine) that ``fairfix audit`` never uses:
+:func:`single_blas_thread`.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import sys
@@ -123,26 +128,6 @@ def install() -> bool:
     build_runtime_param._fairfix_fast = True  # type: ignore[attr-defined]
     core.build_runtime_param = build_runtime_param
     return True
-
-
-def app_for_argv(app: Any, argv: Sequence[str] | None = None) -> Any:
-    """``app``, or a shallow copy holding only the command ``argv[0]`` names.
-
-    Only when the first argument is a registered command name: ``fairfix``,
-    ``fairfix --help``, ``fairfix --version`` and unknown commands get the whole
-    app (listings, suggestions).  The copy keeps the root callback, so the
-    command still runs as ``fairfix NAME`` with the same help and errors.
-    """
-    args = sys.argv[1:] if argv is None else list(argv)
-    commands = getattr(app, "registered_commands", None)
-    if not args or not commands:
-        return app
-    chosen = [c for c in commands if getattr(c, "name", None) == args[0]]
-    if len(chosen) != 1 or getattr(app, "registered_callback", None) is None:
-        return app  # without a root callback one command would become the root
-    narrowed = copy.copy(app)
-    narrowed.registered_commands = chosen
-    return narrowed
 
 
 def single_blas_thread(argv: Sequence[str] | None = None) -> None:

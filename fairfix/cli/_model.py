@@ -6,8 +6,12 @@ from typing import Annotated, Any
 
 import typer
 
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Model directory (fairfix or Hugging Face) or state dict (with --factory).")]
-FactoryOpt = Annotated[str | None, typer.Option("--factory", help="package.module:function that builds the torch module for a state dict.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Model directory (fairfix or Hugging Face) or state dict (with --factory)."
+)]
+FactoryOpt = Annotated[str | None, typer.Option(
+    "--factory", help="package.module:function that builds the torch module for a state dict."
+)]
 FeaturesOpt = Annotated[str | None, typer.Option("--features", help="Comma-separated input columns.")]
 TextColumnOpt = Annotated[str | None, typer.Option("--text-column", help="Text column of a Hugging Face model.")]
 

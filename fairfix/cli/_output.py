@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from fairfix.report.io import write_atomic
 from fairfix.report.render import EXTENSION_FORMATS, Format
@@ -53,8 +53,9 @@ def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     styled = color_enabled(sys.stderr if stderr else sys.stdout)
-    return Console(stderr=stderr, highlight=False, no_color=not styled,
-                   **({} if styled else {"color_system": None}))
+    if styled:
+        return Console(stderr=stderr, highlight=False, no_color=False)
+    return Console(stderr=stderr, highlight=False, no_color=True, color_system=None)
 
 
 @cache
@@ -100,7 +101,7 @@ class RowProgress:
         self._progress: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> RowProgress:
+    def __enter__(self) -> Self:
         if sys.stderr.isatty() and not os.environ.get("FAIRFIX_NO_PROGRESS"):
             from rich.progress import (
                 BarColumn,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +16,7 @@ from fairfix.report.render import Format
 SMALL_GROUP_WARNINGS = 10
 
 
-class Engine(str, Enum):
+class Engine(StrEnum):
     """What computes the counts of ``fairfix audit``."""
 
     auto = "auto"
@@ -37,21 +37,43 @@ def audit(
     factory: _model.FactoryOpt = None,
     features: _model.FeaturesOpt = None,
     text_column: _model.TextColumnOpt = None,
-    counts: Annotated[str | None, typer.Option("--counts", help="DATA is a counts table: COL holds each row's number of rows (docs/scale.md).")] = None,
-    counts_out: Annotated[Path | None, typer.Option("--counts-out", help="Also write the counts table (.parquet or .csv) to FILE, atomically.")] = None,
-    engine: Annotated[Engine, typer.Option("--engine", help="Who computes the counts: arrow (stream here), duckdb (GROUP BY; the duckdb extra), spark (groupBy on Spark; the spark extra), auto.")] = Engine.auto,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Predict positive when score >= T (default 0.5).")] = None,
-    positive: Annotated[str | None, typer.Option("--positive", help="Positive label (default: 1, True, or the larger of two labels).")] = None,
+    counts: Annotated[str | None, typer.Option(
+        "--counts", help="DATA is a counts table: COL holds each row's number of rows (docs/scale.md)."
+    )] = None,
+    counts_out: Annotated[Path | None, typer.Option(
+        "--counts-out", help="Also write the counts table (.parquet or .csv) to FILE, atomically."
+    )] = None,
+    engine: Annotated[Engine, typer.Option(
+        "--engine",
+        help="Who computes the counts: arrow (stream here), duckdb (GROUP BY; the duckdb extra), spark (groupBy on "
+        "Spark; the spark extra), auto.",
+    )] = Engine.auto,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="Predict positive when score >= T (default 0.5)."
+    )] = None,
+    positive: Annotated[str | None, typer.Option(
+        "--positive", help="Positive label (default: 1, True, or the larger of two labels)."
+    )] = None,
     bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples for intervals (0: none).")] = 1000,
     ci: Annotated[float, typer.Option("--ci", help="Interval level.")] = 0.95,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     min_group_size: Annotated[int, typer.Option("--min-group-size", help="Flag groups with fewer rows.")] = 30,
-    fail_on: Annotated[list[str] | None, typer.Option("--fail-on", help="Exit 1 when METRIC OP NUMBER holds, e.g. 'equalized_odds_difference>0.1'.")] = None,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", help="Exit 1 when METRIC OP NUMBER holds, e.g. 'equalized_odds_difference>0.1'."
+    )] = None,
     dropna: Annotated[bool, typer.Option("--dropna", help="Skip rows with an empty label/prediction/score.")] = False,
-    keep_missing_groups: Annotated[bool, typer.Option("--keep-missing-groups", help="Audit missing group values as the group '<missing>'.")] = False,
-    input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl (for stdin or odd extensions).")] = None,
-    fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: table, or by --output extension).")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to FILE atomically instead of stdout.")] = None,
+    keep_missing_groups: Annotated[bool, typer.Option(
+        "--keep-missing-groups", help="Audit missing group values as the group '<missing>'."
+    )] = False,
+    input_format: Annotated[str | None, typer.Option(
+        "--input-format", help="csv, parquet or jsonl (for stdin or odd extensions)."
+    )] = None,
+    fmt: Annotated[Format | None, typer.Option(
+        "--format", help="Output format (default: table, or by --output extension)."
+    )] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the result to FILE atomically instead of stdout."
+    )] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output (and --counts-out) if it exists.")] = False,
 ) -> None:
     """Audit predictions for group disparities; exit 1 when a --fail-on gate trips."""

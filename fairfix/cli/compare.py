@@ -17,7 +17,9 @@ from fairfix.report.render import Format
 def compare(
     before: Annotated[Path, typer.Argument(help="fairfix.audit/1 JSON of the base model.")],
     after: Annotated[Path, typer.Argument(help="fairfix.audit/1 JSON of the corrected model.")],
-    fail_on: Annotated[list[str] | None, typer.Option("--fail-on", help="Exit 1 when e.g. 'delta.worst_group_accuracy<0' holds (delta./before./after. KEY).")] = None,
+    fail_on: Annotated[list[str] | None, typer.Option(
+        "--fail-on", help="Exit 1 when e.g. 'delta.worst_group_accuracy<0' holds (delta./before./after. KEY)."
+    )] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to FILE atomically.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
@@ -40,7 +42,8 @@ def compare(
             raise errors.DataError(f"{p}: not JSON ({exc})") from exc
     for p, d in zip((before, after), docs, strict=True):
         if not isinstance(d, dict) or d.get("schema") != "fairfix.audit/1":
-            raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {d.get('schema') if isinstance(d, dict) else None!r})")
+            schema = d.get("schema") if isinstance(d, dict) else None
+            raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {schema!r})")
     doc = build_compare(docs[0], docs[1], fail_on=fail_on or ())
     _output.emit_compare(doc, fmt, output, force)
     tripped = [g for g in doc["gates"] if g["tripped"]]

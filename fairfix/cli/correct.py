@@ -19,32 +19,69 @@ def correct(
     label: Annotated[str, typer.Option("--label", help="Label column.")],
     group: Annotated[str, typer.Option("--group", help="Sensitive column.")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
-    detector: Annotated[Path | None, typer.Option("--detector", help="Detector directory from `fairfix detect` (default: fit one).")] = None,
-    minority: Annotated[list[str] | None, typer.Option("--minority", help="Disadvantaged group value (repeatable; default: worst cell's group).")] = None,
-    mode: Annotated[str, typer.Option("--mode", help="Detector label mode when fitting one: auto, full, partial, none.")] = "auto",
+    detector: Annotated[Path | None, typer.Option(
+        "--detector", help="Detector directory from `fairfix detect` (default: fit one)."
+    )] = None,
+    minority: Annotated[list[str] | None, typer.Option(
+        "--minority", help="Disadvantaged group value (repeatable; default: worst cell's group)."
+    )] = None,
+    mode: Annotated[str, typer.Option(
+        "--mode", help="Detector label mode when fitting one: auto, full, partial, none."
+    )] = "auto",
     rank: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 8,
     alpha: Annotated[float, typer.Option("--alpha", help="LoRA alpha.")] = 16.0,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.0,
-    targets: Annotated[str | None, typer.Option("--targets", help="Comma-separated linear layers to adapt (default: those after the tap).")] = None,
-    margin: Annotated[float, typer.Option("--margin", help="Triplet loss margin (distances on L2-normalised representations lie in [0, 2]).")] = 0.5,
+    targets: Annotated[str | None, typer.Option(
+        "--targets", help="Comma-separated linear layers to adapt (default: those after the tap)."
+    )] = None,
+    margin: Annotated[float, typer.Option(
+        "--margin", help="Triplet loss margin (distances on L2-normalised representations lie in [0, 2])."
+    )] = 0.5,
     distance: Annotated[str, typer.Option("--distance", help="euclidean or cosine.")] = "euclidean",
-    raw_distance: Annotated[bool, typer.Option("--raw-distance", help="Distances on the raw representations instead of L2-normalised ones.")] = False,
-    groups: Annotated[str, typer.Option("--groups", help="auto: correct every group that holds an under-served (group, label) cell; minority: the minority alone.")] = "auto",
-    ce_weight: Annotated[float, typer.Option("--ce-weight", help="Weight of the cross-entropy term beside the contrastive one.")] = 1.0,
-    train_on: Annotated[str, typer.Option("--train-on", help="Rows the adapter trains on: flagged (by the detector) or minority.")] = "flagged",
-    epochs: Annotated[int, typer.Option("--epochs", help="Adapter training epochs (each is a candidate for the guard).")] = 8,
+    raw_distance: Annotated[bool, typer.Option(
+        "--raw-distance", help="Distances on the raw representations instead of L2-normalised ones."
+    )] = False,
+    groups: Annotated[str, typer.Option(
+        "--groups",
+        help="auto: correct every group that holds an under-served (group, label) cell; minority: the minority alone.",
+    )] = "auto",
+    ce_weight: Annotated[float, typer.Option(
+        "--ce-weight", help="Weight of the cross-entropy term beside the contrastive one."
+    )] = 1.0,
+    train_on: Annotated[str, typer.Option(
+        "--train-on", help="Rows the adapter trains on: flagged (by the detector) or minority."
+    )] = "flagged",
+    epochs: Annotated[int, typer.Option(
+        "--epochs", help="Adapter training epochs (each is a candidate for the guard)."
+    )] = 8,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 256,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate of the adapter.")] = 2e-3,
-    tau: Annotated[str, typer.Option("--tau", help="auto (swept on validation) or a risk threshold in [0, 1].")] = "auto",
-    max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="Guard: accuracy may fall at most this much below the base's.")] = 0.0,
-    guard_se: Annotated[float, typer.Option("--guard-se", help="Guard margin: accuracy change minus this many standard errors must be >= -max-accuracy-drop (0: plain floor).")] = 1.0,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of DATA held out to choose epoch and tau.")] = 0.2,
-    eval_data: Annotated[str | None, typer.Option("--eval", help="Table for the before/after audits (default: the validation split).")] = None,
+    tau: Annotated[str, typer.Option(
+        "--tau", help="auto (swept on validation) or a risk threshold in [0, 1]."
+    )] = "auto",
+    max_accuracy_drop: Annotated[float, typer.Option(
+        "--max-accuracy-drop", help="Guard: accuracy may fall at most this much below the base's."
+    )] = 0.0,
+    guard_se: Annotated[float, typer.Option(
+        "--guard-se",
+        help="Guard margin: accuracy change minus this many standard errors must be >= -max-accuracy-drop (0: plain "
+        "floor).",
+    )] = 1.0,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of DATA held out to choose epoch and tau."
+    )] = 0.2,
+    eval_data: Annotated[str | None, typer.Option(
+        "--eval", help="Table for the before/after audits (default: the validation split)."
+    )] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits and training.")] = 0,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last completed epoch.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run from its last completed epoch."
+    )] = False,
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format of the comparison.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the comparison to FILE atomically.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the comparison to FILE atomically."
+    )] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out / --output if they exist.")] = False,
     factory: _model.FactoryOpt = None,
 ) -> None:

@@ -14,28 +14,49 @@ from fairfix.report.render import Format
 
 @handle_errors
 def detect(
-    data: Annotated[str, typer.Argument(help="Table with the model's inputs (CSV, Parquet, JSON Lines, -, adult:train).")],
+    data: Annotated[str, typer.Argument(
+        help="Table with the model's inputs (CSV, Parquet, JSON Lines, -, adult:train)."
+    )],
     model: Annotated[str, typer.Option("--model", help="Base model directory (or state dict with --factory).")],
     out: Annotated[Path, typer.Option("--out", help="Detector directory to create.")],
     group: Annotated[str | None, typer.Option("--group", help="Sensitive column (omit for mode none).")] = None,
-    minority: Annotated[list[str] | None, typer.Option("--minority", help="Disadvantaged group value (repeatable); default: the group with the worst cell (needs --label).")] = None,
-    label: Annotated[str | None, typer.Option("--label", help="Label column: picks the default minority and feeds the 'errors' signal of mode none.")] = None,
+    minority: Annotated[list[str] | None, typer.Option(
+        "--minority",
+        help="Disadvantaged group value (repeatable); default: the group with the worst cell (needs --label).",
+    )] = None,
+    label: Annotated[str | None, typer.Option(
+        "--label", help="Label column: picks the default minority and feeds the 'errors' signal of mode none."
+    )] = None,
     mode: Annotated[str, typer.Option("--mode", help="auto, full, partial or none.")] = "auto",
-    layer: Annotated[str | None, typer.Option("--layer", help="Tap layer (default: the model kind's tap layer).")] = None,
-    eval_group: Annotated[str | None, typer.Option("--eval-group", help="Mode none: a labeled sensitive column used only to measure TPR/FPR.")] = None,
-    unsupervised: Annotated[str, typer.Option("--unsupervised", help="Mode none signal: lof, errors or combined.")] = "lof",
-    contamination: Annotated[float, typer.Option("--contamination", help="Mode none: share of rows pseudo-labeled minority.")] = 0.3,
+    layer: Annotated[str | None, typer.Option(
+        "--layer", help="Tap layer (default: the model kind's tap layer)."
+    )] = None,
+    eval_group: Annotated[str | None, typer.Option(
+        "--eval-group", help="Mode none: a labeled sensitive column used only to measure TPR/FPR."
+    )] = None,
+    unsupervised: Annotated[str, typer.Option(
+        "--unsupervised", help="Mode none signal: lof, errors or combined."
+    )] = "lof",
+    contamination: Annotated[float, typer.Option(
+        "--contamination", help="Mode none: share of rows pseudo-labeled minority."
+    )] = 0.3,
     tau: Annotated[float, typer.Option("--tau", help="Risk threshold the report is measured at.")] = 0.5,
     epochs: Annotated[int, typer.Option("--epochs", help="Detector training epochs.")] = 40,
-    hidden: Annotated[int, typer.Option("--hidden", help="Hidden width of the detector MLP (0: a linear detector).")] = 64,
-    holdout: Annotated[float, typer.Option("--holdout", help="Share of labeled rows held out to measure TPR/FPR.")] = 0.2,
+    hidden: Annotated[int, typer.Option(
+        "--hidden", help="Hidden width of the detector MLP (0: a linear detector)."
+    )] = 64,
+    holdout: Annotated[float, typer.Option(
+        "--holdout", help="Share of labeled rows held out to measure TPR/FPR."
+    )] = 0.2,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits and training.")] = 0,
     factory: _model.FactoryOpt = None,
     features: _model.FeaturesOpt = None,
     text_column: _model.TextColumnOpt = None,
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="table or json.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the report (JSON) to FILE atomically.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Also write the report (JSON) to FILE atomically."
+    )] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out / --output if they exist.")] = False,
 ) -> None:
     """Fit a detector of minority-group membership; prints fairfix.detect/1."""

@@ -14,13 +14,21 @@ from fairfix.cli._errors import handle_errors
 @handle_errors
 def predict(
     data: Annotated[str, typer.Argument(help="Table to score (CSV, Parquet, JSON Lines, -, adult:test).")],
-    model: Annotated[str, typer.Option("--model", help="Model directory (fairfix or Hugging Face) or state dict (with --factory).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Predictions file (.csv, .parquet, .jsonl), written atomically.")],
-    id_column: Annotated[str | None, typer.Option("--id", help="Column copied to the output (else a row number).")] = None,
+    model: Annotated[str, typer.Option(
+        "--model", help="Model directory (fairfix or Hugging Face) or state dict (with --factory)."
+    )],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="Predictions file (.csv, .parquet, .jsonl), written atomically."
+    )],
+    id_column: Annotated[str | None, typer.Option(
+        "--id", help="Column copied to the output (else a row number)."
+    )] = None,
     factory: _model.FactoryOpt = None,
     features: _model.FeaturesOpt = None,
     text_column: _model.TextColumnOpt = None,
-    threshold: Annotated[float | None, typer.Option("--threshold", help="Binary models predict positive when score >= T (default 0.5).")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        "--threshold", help="Binary models predict positive when score >= T (default 0.5)."
+    )] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per inference batch.")] = None,
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,

@@ -16,8 +16,12 @@ from fairfix.report.render import Format
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe file (YAML); see docs/recipes.md.")],
     out: Annotated[Path | None, typer.Option("--out", help="Run directory (default: runs/<recipe name>).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Stop after this step: train, audit_before, detect, correct, audit_after, compare.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Rerun every step, even those whose inputs are unchanged.")] = False,
+    until: Annotated[str | None, typer.Option(
+        "--until", help="Stop after this step: train, audit_before, detect, correct, audit_after, compare."
+    )] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Rerun every step, even those whose inputs are unchanged."
+    )] = False,
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe.")] = False,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format of the comparison.")] = None,
 ) -> None:

@@ -20,25 +20,41 @@ def train(
     label: Annotated[str, typer.Option("--label", help="Column with the labels.")],
     out: Annotated[Path, typer.Option("--out", help="Model directory to create.")],
     features: _model.FeaturesOpt = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Column to leave out of the features (repeatable).")] = None,
-    group: Annotated[list[str] | None, typer.Option("--group", help="Sensitive column: left out of the features unless --features names it.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(
+        "--exclude", help="Column to leave out of the features (repeatable)."
+    )] = None,
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="Sensitive column: left out of the features unless --features names it."
+    )] = None,
     text_column: _model.TextColumnOpt = None,
     factory: Annotated[
         str | None,
         typer.Option("--factory", help="package.module:function that builds the torch module to train "
                      "on the numeric --features (e.g. fairfix.models.vision:small_cnn)."),
     ] = None,
-    base_model: Annotated[Path | None, typer.Option("--base-model", help="Local Hugging Face model to fine-tune (with --text-column).")] = None,
-    positive: Annotated[str | None, typer.Option("--positive", help="Positive label (default: 1, True, or the larger of two labels).")] = None,
+    base_model: Annotated[Path | None, typer.Option(
+        "--base-model", help="Local Hugging Face model to fine-tune (with --text-column)."
+    )] = None,
+    positive: Annotated[str | None, typer.Option(
+        "--positive", help="Positive label (default: 1, True, or the larger of two labels)."
+    )] = None,
     hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths of the tabular MLP.")] = "128,64",
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout of the tabular MLP.")] = 0.1,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (tabular default 30, text 1).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per step (tabular default 256, text 16).")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Rows per step (tabular default 256, text 16)."
+    )] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (tabular 1e-3, text 5e-5).")] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of rows held out for early stopping.")] = 0.1,
-    patience: Annotated[int, typer.Option("--patience", help="Epochs without validation improvement before stopping.")] = 4,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of rows held out for early stopping."
+    )] = 0.1,
+    patience: Annotated[int, typer.Option(
+        "--patience", help="Epochs without validation improvement before stopping."
+    )] = 4,
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit of text models.")] = 128,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop text fine-tuning after this many steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option(
+        "--max-steps", help="Stop text fine-tuning after this many steps."
+    )] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed: same seed, same weights (CPU).")] = 0,
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Summary format: table or json.")] = None,

@@ -61,30 +61,21 @@ def save_bundle(out: str | Path, corrected: Any, record: dict[str, Any], *, repo
     )
 
 
-def load_bundle(path: str | Path, manifest: dict[str, Any], *, base_path: str | Path | None = None) -> Any:
-    """Load a bundle whose manifest was verified; refuse a base whose sha256 differs."""
+def load_bundle(path: str | Path, manifest: dict[str, Any], base: Any) -> Any:
+    """Load a bundle whose manifest was verified, on ``base``: its base model, loaded and checked.
+
+    ``fairfix.models.load_model`` finds the base (the manifest's path or ``--base``), loads it and
+    refuses one whose sha256 differs; this module does not import the model registry.
+    """
     from peft import PeftModel
 
     from fairfix.correct.fairnet import CorrectedModel
     from fairfix.correct.gating import ADAPTER
     from fairfix.detect.fit import load_detector
-    from fairfix.models import load_model
     from fairfix.models.base import load_safetensors
     from fairfix.models.offline import hub_offline
 
     p = Path(path)
-    ref = manifest.get("base_model", {})
-    bp = Path(base_path) if base_path is not None else (Path(ref["path"]) if ref.get("path") else None)
-    if bp is None:
-        raise errors.ModelError(f"{p}: the bundle does not say where its base model is; pass --base PATH")
-    if not bp.is_absolute() and not bp.exists() and (p.parent / bp).exists():
-        bp = p.parent / bp
-    base = load_model(bp)
-    if ref.get("sha256") and base.digest != ref["sha256"]:
-        raise errors.ModelError(
-            f"{p}: base model {bp} has sha256 {str(base.digest)[:12]}..., the bundle was made for "
-            f"{ref['sha256'][:12]}...; refusing a different base"
-        )
     detector = load_detector(p / "detector", base)
     _check_adapter_files(p, manifest)
     try:

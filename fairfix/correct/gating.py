@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -69,8 +69,12 @@ class Gate:
     names: list[str] = field(default_factory=list)
 
 
-def _row_sparse(layer: nn.Module) -> bool:
+def _row_sparse(layer: Any) -> bool:
     """True when ``layer`` is a vanilla peft LoRA Linear or Conv layer whose only active adapter is ours.
+
+    ``layer`` is typed ``Any`` here and in :func:`_sparse_forward`: peft sets a LoRA layer's
+    attributes (``lora_A``, ``base_layer``, ``scaling``, ...) at run time, which torch's
+    ``nn.Module.__getattr__`` types as ``Tensor | Module``.
 
     Its forward is then ``base_layer(x) + lora_B(lora_A(dropout(x))) * scaling``, which
     :func:`_sparse_forward` reproduces on the flagged rows; anything else goes through
@@ -84,7 +88,7 @@ def _row_sparse(layer: nn.Module) -> bool:
             and not layer.merged and not layer.disable_adapters)
 
 
-def _sparse_forward(layer: nn.Module, gate: Gate) -> Callable[..., torch.Tensor]:
+def _sparse_forward(layer: Any, gate: Gate) -> Callable[..., torch.Tensor]:
     """``layer``'s forward with the LoRA update added to the gate's flagged rows only."""
     base = layer.base_layer
     lora_a, lora_b = layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]
@@ -125,7 +129,7 @@ def _sparse_forward(layer: nn.Module, gate: Gate) -> Callable[..., torch.Tensor]
             if not len(rows):
                 return base(x)
             _check_rows(x, gate)
-            keep = gate.kept  # (n_unflagged,)
+            keep = cast(torch.Tensor, gate.kept)  # (n_unflagged,): set with rows
             on = base._conv_forward(x.index_select(0, rows), merged_w, base.bias)
             out = x.new_empty((x.shape[0], *on.shape[1:]), dtype=on.dtype)
             out.index_copy_(0, rows, on)
@@ -163,7 +167,8 @@ def gated(model: Any, gate: Gate, tap_layer: str, layers: list[nn.Module] | None
     keeps them (:func:`lora_layers`; a walk over every module otherwise).
     """
     handles = []
-    sparse, slow = [], []
+    sparse: list[nn.Module] = []
+    slow: list[nn.Module] = []
     for layer in lora_layers(model.module) if layers is None else layers:
         (sparse if _row_sparse(layer) else slow).append(layer)
     gate.flagged = gate.risk = gate.rows = None  # "not decided yet" until the tap runs

@@ -32,7 +32,7 @@ def _split(n: int, fraction: float, strata: np.ndarray, seed: int) -> tuple[np.n
 
 def detector_summary(corrected: CorrectedModel, frame: Any, group: str) -> dict[str, Any]:
     """The detector on the evaluation rows: TPR/FPR against the minority labels, activation rates."""
-    from fairfix.detect.fit import group_values
+    from fairfix.data.groups import group_values
 
     _, extras = corrected.predict_with_extras(frame)
     flagged = extras["corrected"]
@@ -81,14 +81,14 @@ def correct(
     """
     import fairfix
     from fairfix.data.frames import read_frame
+    from fairfix.data.groups import group_values
+    from fairfix.data.labels import encode_labels
     from fairfix.detect.fit import (
         Detector,
         DetectorConfig,
         fit_detector,
-        group_values,
         load_detector,
     )
-    from fairfix.models.tabular import encode_labels
     from fairfix.report.compare import build_compare
 
     config = config or CorrectConfig()

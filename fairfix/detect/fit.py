@@ -15,7 +15,6 @@ never by position in a shuffled batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from fairfix import errors
+from fairfix.data.groups import group_values
 from fairfix.detect.module import BiasDetector
 
 SCHEMA = "fairfix.detect/1"
@@ -184,27 +184,6 @@ def resolve_mode(frame: Any, group: str | None, mode: str) -> str:
     return mode
 
 
-def group_values(frame: Any, group: str) -> tuple[np.ndarray, list[Any]]:
-    """Normalised group values per row (None where missing) and the distinct values."""
-    from fairfix.metrics.counts import _sorted_values, normalize_values
-
-    col = frame[group]
-    raw = list(dict.fromkeys(col.dropna().tolist()))
-    norm = dict(zip(raw, normalize_values(raw), strict=True))
-    vals = np.array([None if _isna(v) else norm[v] for v in col.tolist()], dtype=object)
-    distinct = list(_sorted_values(set(norm.values())))
-    return vals, distinct
-
-
-def _isna(v: Any) -> bool:
-    """Missing cell: None, NaN, and pandas' NA/NaT (nullable Int64/string/category columns)."""
-    import pandas as pd
-
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return True
-    return bool(pd.api.types.is_scalar(v) and pd.isna(v))
-
-
 def resolve_minority(given: Sequence[Any] | None, distinct: list[Any], group: str) -> list[Any]:
     """Match ``--minority`` values (text from the CLI) to the group's values."""
     from fairfix.metrics.counts import normalize_values
@@ -261,6 +240,7 @@ def train_module(
     seq = values.dim() == 3
     flat = values[torch.as_tensor(rows)]
     if seq:
+        assert mask is not None  # sequences come with their mask
         keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
         m = keep.float()
         flat = flat.masked_fill(~keep, 0.0)  # padding may hold anything, NaN included
@@ -314,11 +294,12 @@ def pseudo_scores(
     def lof() -> np.ndarray:
         from sklearn.neighbors import LocalOutlierFactor
 
-        x = values[torch.as_tensor(rows)]
-        if x.dim() == 3:
+        v = values[torch.as_tensor(rows)]
+        if v.dim() == 3:
+            assert mask is not None  # sequences come with their mask
             keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
-            x = x.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
-        x = x.double().numpy()
+            v = v.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
+        x = v.double().numpy()
         x = (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
         est = LocalOutlierFactor(n_neighbors=min(35, len(rows) - 1))
         est.fit(x)
@@ -406,7 +387,7 @@ def fit_detector(
     values, mask, proba = _representations(model, frame, layer, progress)
     y_idx = None
     if label is not None:
-        from fairfix.models.tabular import encode_labels
+        from fairfix.data.labels import encode_labels
 
         if frame[label].isna().any():
             raise errors.DataError(f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)")

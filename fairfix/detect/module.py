@@ -8,7 +8,7 @@ log), and ``risk = sigmoid(logit)`` only at inference.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,6 +28,7 @@ class AttentionPool(nn.Module):
         self.score = nn.Linear(hidden, 1, bias=False)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention-pool the unmasked positions of ``h`` (B, T, D) into one vector per row (B, D)."""
         keep = mask.bool()  # (B, T)
         h = h.masked_fill(~keep.unsqueeze(-1), 0.0)  # (B, T, D)
         s = self.score(torch.tanh(self.proj(h))).squeeze(-1)  # (B, T)
@@ -49,6 +50,9 @@ class BiasDetector(nn.Module):
     sequence
         True when the representation is a token sequence (adds attention pooling).
     """
+
+    mean: torch.Tensor  # buffers (register_buffer): tensors, not submodules
+    scale: torch.Tensor
 
     def __init__(self, dim: int, hidden: int = 64, sequence: bool = False, dropout: float = 0.1):
         super().__init__()
@@ -83,7 +87,7 @@ class BiasDetector(nn.Module):
         passes over ``h`` fewer, the same logits up to float rounding (gated inference
         runs this on every batch).
         """
-        first = self.mlp[0]
+        first = cast(nn.Linear, self.mlp[0])
         tensors = (first.weight, first.bias, self.mean, self.scale)
         # kept while none of the four tensors is replaced or changed in place (optimiser steps,
         # load_state_dict and set_standardisation all bump a tensor's version)

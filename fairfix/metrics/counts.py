@@ -453,7 +453,7 @@ def counts_from_arrays(
         for (k, v), voc in zip(groups.items(), acc.group_vocabs, strict=True)
     ]
     named += [("y_true", y_true, acc.label_vocab), ("y_pred", y_pred, acc.pred_vocab)]
-    codes = []
+    codes: list[np.ndarray] = []
     for name, values, vocab in named:
         c, missing = encode(pa.array(np.asarray(values).tolist()), vocab)
         # Without this check a missing value would be counted as the first value seen.

@@ -105,7 +105,7 @@ def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None) -> 
     for key, ok in checks:
         if not ok:
             raise errors.ModelError(f"{mf}: bad {key!r} ({manifest.get(key)!r})")
-    model = load_bundle(p, manifest, base_path=base)
+    model = load_bundle(p, manifest, _bundle_base(p, manifest["base_model"], base))
     inner = getattr(model, "base", None)
     if inner is not None:
         try:
@@ -113,3 +113,23 @@ def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None) -> 
         except errors.ModelError as exc:
             raise errors.ModelError(f"{mf}: tap_layer {manifest['tap_layer']!r}: {exc}") from None
     return model
+
+
+def _bundle_base(p: Path, ref: dict[str, Any], base_path: str | Path | None) -> Model:
+    """Load the bundle's base model and check its sha256 against the manifest's.
+
+    The base is ``base_path`` or the manifest's path (a relative one not found as given: relative
+    to the bundle's folder).
+    """
+    bp = Path(base_path) if base_path is not None else (Path(ref["path"]) if ref.get("path") else None)
+    if bp is None:
+        raise errors.ModelError(f"{p}: the bundle does not say where its base model is; pass --base PATH")
+    if not bp.is_absolute() and not bp.exists() and (p.parent / bp).exists():
+        bp = p.parent / bp
+    base = load_model(bp)
+    if ref.get("sha256") and base.digest != ref["sha256"]:
+        raise errors.ModelError(
+            f"{p}: base model {bp} has sha256 {str(base.digest)[:12]}..., the bundle was made for "
+            f"{ref['sha256'][:12]}...; refusing a different base"
+        )
+    return base

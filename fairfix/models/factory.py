@@ -439,7 +439,8 @@ def train_factory(
     fairfix.errors.UsageError
         Its number of outputs does not fit the label's classes.
     """
-    from fairfix.models.tabular import encode_labels, label_vocabulary
+    from fairfix.data.labels import encode_labels
+    from fairfix.models.tabular import label_vocabulary
 
     if frame[label].isna().any():
         raise errors.DataError(

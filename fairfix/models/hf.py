@@ -486,7 +486,8 @@ def train_text(
         ``info`` has the steps and epochs run, the per-epoch training loss, the
         row count and the base model path.
     """
-    from fairfix.models.tabular import encode_labels, label_vocabulary
+    from fairfix.data.labels import encode_labels
+    from fairfix.models.tabular import label_vocabulary
 
     checks = {"max_length": (max_length, max_length >= 1), "epochs": (epochs, epochs >= 1),
               "batch_size": (batch_size, batch_size >= 1), "lr": (lr, lr > 0),

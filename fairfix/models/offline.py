@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
@@ -23,8 +24,11 @@ def hub_offline() -> Iterator[None]:
     """Inside the block, Hugging Face clients do not reach the network (restored afterwards)."""
     saved_env = {k: os.environ.get(k) for k in _ENV}
     os.environ.update(_ENV)
+    hub_constants: Any  # the module, or None without huggingface_hub
     try:
-        import huggingface_hub.constants as hub_constants
+        import huggingface_hub.constants as _hub_constants
+
+        hub_constants = _hub_constants
     except ImportError:  # pragma: no cover - huggingface_hub comes with peft
         hub_constants = None
     saved_const = getattr(hub_constants, "HF_HUB_OFFLINE", None)

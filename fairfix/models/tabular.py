@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fairfix import errors
+from fairfix.data.labels import encode_labels
 from fairfix.models.base import Model, check_state_dict, load_safetensors
 from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
@@ -128,6 +129,7 @@ class TabularMLP(nn.Module):
         self.head = nn.Linear(widths[-1], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, F)
+        """Logits (B, C) of the encoded inputs ``x`` (B, F)."""
         for block in self.blocks:
             x = block(x)  # (B, H_i)
         return self.head(x)  # (B, C)
@@ -183,7 +185,9 @@ class TabularModel(Model):
         n = len(self.module.blocks)  # type: ignore[arg-type]
         return [f"blocks.{i}.linear" for i in range(1, n)] or ["blocks.0.linear"]
 
-    def save(self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    def save(
+        self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False
+    ) -> dict[str, Any]:
         """Write the model directory (manifest + safetensors)."""
         return self.write_model_dir(
             out, lambda tmp: self.write_state_dict(tmp / WEIGHTS), config=config, training=training, force=force,
@@ -225,16 +229,6 @@ def label_vocabulary(values: Any, positive: Any = None) -> tuple[list[Any], Any]
         raise errors.DataError(f"label column {values.name!r} has {len(classes)} distinct value(s); need at least two")
     pos = choose_positive(classes, positive)[0] if len(classes) == 2 else None
     return classes, pos
-
-
-def encode_labels(values: Any, classes: list[Any]) -> np.ndarray:
-    """Label values -> class indices (after the same normalisation as the vocabulary)."""
-    from fairfix.metrics.counts import normalize_values
-
-    raw = list(dict.fromkeys(values.tolist()))
-    norm = dict(zip(raw, normalize_values(raw), strict=True))
-    index = {c: i for i, c in enumerate(classes)}
-    return np.array([index[norm[v]] for v in values.tolist()], dtype=np.int64)
 
 
 def train_tabular(

@@ -142,7 +142,7 @@ def build_report(
         if binary:
             r = rates.one_vs_rest(arr, targets[0])
             for i in range(arr.shape[0]):
-                row = {"n": int(arr[i].sum())}
+                row: dict[str, Any] = {"n": int(arr[i].sum())}
                 for m in rates.GROUP_METRICS_BINARY:
                     row[m] = _f(acc[i]) if m == "accuracy" else _f(r[m][i])
                 rows.append(row)

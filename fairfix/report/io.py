@@ -70,7 +70,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, force: bool = 
             errors.OUTPUT_UNWRITABLE.format(path=p, reason=exc.strerror or exc)
         ) from exc
     try:
-        with os.fdopen(fd, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
+        with os.fdopen(fd, mode, encoding=None if isinstance(data, bytes) else "utf-8") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

@@ -11,13 +11,13 @@ import csv
 import io
 import json
 import math
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from fairfix.report.audit import AuditReport
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     """Output formats of every command that prints results."""
 
     table = "table"

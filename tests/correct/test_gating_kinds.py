@@ -33,10 +33,10 @@ from torch import nn
 
 from fairfix.correct.fairnet import CorrectConfig, fit_fairnet, group_codes, minority_codes
 from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
+from fairfix.data.labels import encode_labels
 from fairfix.detect.fit import DetectorConfig, fit_detector
 from fairfix.models import load_model
 from fairfix.models.base import INPUT, load_safetensors
-from fairfix.models.tabular import encode_labels
 
 KINDS = ("hf", "factory", "cnn")
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from fairfix import errors
+from fairfix.data.groups import group_values
 from fairfix.detect import BiasDetector, DetectorConfig, fit_detector, load_detector
 from fairfix.detect import fit as fitmod
-from fairfix.detect.fit import evaluate, group_values, train_module
+from fairfix.detect.fit import evaluate, train_module
 from fairfix.models import load_model
 from fairfix.models.runner import collect_representations
 from fairfix.models.tabular import TrainConfig, train_tabular
