@@ -170,3 +170,64 @@ def test_correct_logs_compare_epochs_and_bundle(store: Any, workspace: Path, tmp
     files = {a.path for a in store.list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/fairfix.json" in files and "bundle/compare.json" in files
     assert json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/fairfix/compare.json")) == doc
+
+
+RECIPE = """\
+name: small
+data:
+  train: adult:train
+  test: adult:test
+  label: income
+  group: sex
+  audit_groups: [sex, race]
+  sample: 3000
+model:
+  train: {hidden: [16, 8], epochs: 2, seed: 0}
+detector: {epochs: 2}
+correct: {epochs: 2}
+audit:
+  bootstrap: 50
+  fail_on: ["worst_group_accuracy<0.01"]
+compare:
+  fail_on: ["delta.accuracy<5", "after.accuracy<0.01"]
+"""
+
+
+def test_run_logs_to_mlflow_writes_junit_and_one_line_per_stage(store: Any, tmp_path: Path) -> None:
+    xmlschema = pytest.importorskip("xmlschema")
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(RECIPE)
+    out, junit = tmp_path / "run", tmp_path / "junit.xml"
+    res = runner.invoke(app, ["run", str(recipe), "--out", str(out), "--format", "json", "--junit", str(junit),
+                              "--mlflow"])
+    assert res.exit_code == 1, (res.stderr, res.exception)  # delta.accuracy<5 trips
+    doc = json.loads(res.stdout)
+    # progress off a terminal: one plain line per stage, no cursor codes
+    assert "\x1b[" not in res.stderr
+    lines = res.stderr.splitlines()
+    for stage in ("train", "detector", "adapter"):
+        assert sum(ln.startswith(f"fairfix: {stage}: ") and ln.endswith(" s)") for ln in lines) == 1, (stage, lines)
+    # JUnit: a suite for the audit's gates and one for the comparison's
+    xmlschema.XMLSchema(str(Path(__file__).resolve().parents[1] / "report" / "junit-10.xsd")).validate(str(junit))
+    import xml.etree.ElementTree as ET
+
+    suites = {s.get("name"): s for s in ET.parse(junit).getroot().iter("testsuite")}
+    assert set(suites) == {"fairfix run audit_after", "fairfix run compare"}
+    cmp_cases = {c.get("name"): c for c in suites["fairfix run compare"].iter("testcase")}
+    assert cmp_cases["delta.accuracy<5"].find("failure") is not None
+    assert cmp_cases["after.accuracy<0.01"].find("failure") is None
+    # MLflow: the comparison's figures, the audit gate, the reports and the bundle
+    run = only_run(store)
+    m = run.data.metrics
+    assert m["after.worst_group_accuracy"] == pytest.approx(doc["after"]["summary"]["worst_group_accuracy"])
+    assert m["gate/delta.accuracy lt 5/tripped"] == 1.0
+    (audit_gate,) = json.loads((out / "audit_after.json").read_text())["gates"]
+    assert m["gate/worst_group_accuracy lt 0.01/tripped"] == float(audit_gate["tripped"])
+    audit_case = next(suites["fairfix run audit_after"].iter("testcase"))
+    assert (audit_case.find("failure") is not None) == audit_gate["tripped"]
+    arts = {a.path for a in store.list_artifacts(run.info.run_id, "fairfix")}
+    assert {"fairfix/compare.json", "fairfix/audit_before.json", "fairfix/audit_after.json"} <= arts
+    assert "bundle/fairfix.json" in {a.path for a in store.list_artifacts(run.info.run_id, "bundle")}
+    manifest = json.loads((out / "bundle" / "fairfix.json").read_text())
+    loss = store.get_metric_history(run.info.run_id, "train/loss")
+    assert [p.value for p in sorted(loss, key=lambda p: p.step)] == pytest.approx(manifest["loss_history"])
