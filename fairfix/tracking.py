@@ -53,14 +53,21 @@ def _mlflow() -> Any:
 
 
 def check_available() -> None:
-    """Fail before any work when MLflow is not installed.
+    """Fail before any work when MLflow is not installed or its tracking URI names no usable store.
+
+    Only the store's client is built (a server is not contacted here).
 
     Raises
     ------
     fairfix.errors.UsageError
-        MLflow cannot be imported.
+        MLflow cannot be imported, or the tracking URI is not one MLflow can use.
     """
-    _mlflow()
+    mlflow = _mlflow()
+    try:
+        mlflow.tracking.MlflowClient()
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the user needs one line
+        raise errors.UsageError(f"--mlflow: tracking URI {mlflow.get_tracking_uri()!r}: "
+                                f"{' '.join(str(exc).split())}") from exc
 
 
 def metric_name(name: str) -> str:
@@ -229,8 +236,14 @@ def start(command: str) -> Iterator[Run]:
                                 f"{' '.join(str(exc).split())}") from exc
     with ctx:
         run = Run(mlflow)
-        run.tags({"fairfix.command": command, "fairfix.version": __version__})
-        yield run
+        try:
+            run.tags({"fairfix.command": command, "fairfix.version": __version__})
+            yield run
+        except errors.FairfixError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a store or server that fails mid-way: one line, exit 2
+            raise errors.UsageError(f"--mlflow: logging to {mlflow.get_tracking_uri()} failed: "
+                                    f"{type(exc).__name__}: {' '.join(str(exc).split())}") from exc
 
 
 def log_audit(run: Run, doc: Mapping[str, Any]) -> None:

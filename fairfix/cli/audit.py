@@ -52,8 +52,11 @@ def audit(
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl (for stdin or odd extensions).")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format (default: table, or by --output extension).")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to FILE atomically instead of stdout.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --output (and --counts-out, --junit) if it exists.")] = False,
-    baseline: Annotated[Path | None, typer.Option("--baseline", help="A fairfix.audit/1 JSON to compare against: gates on delta./before./after. KEY, as in `fairfix compare`.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite --output (and --counts-out, --junit) if it exists.")] = False,
+    baseline: Annotated[Path | None, typer.Option(
+        "--baseline", help="A fairfix.audit/1 JSON to compare against: gates on delta./before./after. KEY, "
+                           "as in `fairfix compare`.")] = None,
     junit: _options.JunitOpt = None,
     mlflow: _options.MlflowOpt = False,
     quiet: _options.QuietOpt = False,

@@ -95,6 +95,17 @@ def test_missing_mlflow_is_one_line_exit_2(preds: Path, monkeypatch: pytest.Monk
     assert res.stdout == ""
 
 
+def test_unusable_tracking_uri_is_exit_2_before_any_work(store: Any, preds: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuch://x")
+    mlflow.set_tracking_uri("nosuch://x")  # as a fresh process would read it from the environment
+    res = runner.invoke(app, ["audit", str(preds), *AUDIT, "--format", "json", "--mlflow", "--quiet"])
+    assert res.exit_code == 2
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("fairfix: error: --mlflow: tracking URI 'nosuch://x'"), line
+    assert res.stdout == ""
+
+
 def test_metric_names_are_ones_mlflow_accepts() -> None:
     assert tracking.metric_name("gate/delta.worst_group_accuracy<=-0.01") == "gate/delta.worst_group_accuracy le -0.01"
     assert tracking.metric_name("group/race:Asian,Pac=x/accuracy") == "group/race:Asian_Pac_x/accuracy"
