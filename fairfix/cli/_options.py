@@ -17,6 +17,22 @@ MlflowOpt = Annotated[bool, typer.Option(
     help="Log metrics, gates and reports to MLflow (the tracking URI of MLFLOW_TRACKING_URI; the mlflow extra).")]
 
 
+def check_junit(path: Path | None, force: bool, inputs: list, others: dict) -> None:
+    """Fail before any work when ``--junit`` may not be written or is another output of the command too.
+
+    ``others`` maps option names (``--output``) to their paths (or None).
+    """
+    if path is None:
+        return
+    from fairfix import errors
+    from fairfix.report.io import check_writable
+
+    check_writable(path, force, inputs=inputs)
+    for name, other in others.items():
+        if other is not None and Path(other).resolve() == path.resolve():
+            raise errors.UsageError(f"--junit {path}: is the {name} file too")
+
+
 def write_junit(path: Path | None, suites: list, force: bool) -> None:
     """Write ``suites`` (:class:`fairfix.report.junit.GateSuite`) to ``path`` atomically, when given."""
     if path is None:

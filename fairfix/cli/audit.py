@@ -73,8 +73,8 @@ def audit(
     base_doc = base_gates.load_audit(baseline) if baseline is not None else None
     if output is not None:
         check_writable(output, force, inputs=data)
-    if junit is not None:
-        check_writable(junit, force, inputs=[*data, *([baseline] if baseline else [])])
+    _options.check_junit(junit, force, [*data, *([baseline] if baseline else [])],
+                         {"--output": output, "--counts-out": counts_out})
     log_to_mlflow = tracking.enabled(mlflow)
     if log_to_mlflow:
         tracking.check_available()

@@ -31,10 +31,7 @@ def compare(
         from fairfix.report.io import check_writable
 
         check_writable(output, force, inputs=[before, after])
-    if junit is not None:
-        from fairfix.report.io import check_writable
-
-        check_writable(junit, force, inputs=[before, after])
+    _options.check_junit(junit, force, [before, after], {"--output": output})
     docs = []
     for p in (before, after):
         if not p.is_file():

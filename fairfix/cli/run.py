@@ -33,10 +33,7 @@ def run(
         _output.note(f"{recipe}: valid recipe {rec.name!r}")
         return
     out = out or Path("runs") / rec.name
-    if junit is not None:
-        from fairfix.report.io import check_writable
-
-        check_writable(junit, force, inputs=[recipe])
+    _options.check_junit(junit, force, [recipe], {})
     log_to_mlflow = tracking.enabled(mlflow)
     if log_to_mlflow:
         tracking.check_available()
@@ -44,6 +41,8 @@ def run(
         result = run_recipe(rec, out, until=until, force=force, progress=progress, log=_output.note)
     if "compare" not in result:
         _output.note(f"stopped after {until}; rerun without --until to finish (finished steps are skipped)")
+        if junit is not None or log_to_mlflow:
+            _output.warn("--junit and --mlflow report a finished run: nothing written or logged before compare")
         return
     doc = result["compare"]
     _output.emit_compare(doc, fmt, None, False)

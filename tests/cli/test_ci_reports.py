@@ -107,6 +107,13 @@ def test_junit_is_not_overwritten_without_force(data: Path, tmp_path: Path) -> N
     assert junit.read_text().startswith("<?xml")
 
 
+def test_junit_that_is_the_output_file_is_exit_2(data: Path, tmp_path: Path) -> None:
+    same = tmp_path / "r.txt"
+    res = invoke("audit", data / "preds.csv", *BASE, "--junit", same, "--output", same)
+    assert_one_line_error(res, "--junit", "--output")
+    assert not same.exists()
+
+
 def test_junit_in_a_missing_folder_is_exit_2(data: Path, tmp_path: Path) -> None:
     res = invoke("audit", data / "preds.csv", *BASE, "--junit", tmp_path / "nope" / "j.xml")
     assert_one_line_error(res, "nope")
