@@ -55,14 +55,14 @@ def run(
         _options.write_junit(junit, [audit_suite(after, "fairfix run audit_after"),
                                      compare_suite(doc, "fairfix run compare")], force)
     if log_to_mlflow:
-        with tracking.start("run") as run:
-            run.params({"recipe": rec.name, "recipe_file": str(recipe)})
-            tracking.log_compare(run, doc)
-            run.metrics(tracking.gate_metrics(result["audit_gates"]))
+        with tracking.start("run") as mlrun:
+            mlrun.params({"recipe": rec.name, "recipe_file": str(recipe)})
+            tracking.log_compare(mlrun, doc)
+            mlrun.metrics(tracking.gate_metrics(result["audit_gates"]))
             for name in ("audit_before.json", "audit_after.json"):
-                run.file(out / name)
-            tracking.log_correction(run, tracking.record_from_bundle(out / "bundle"), out / "bundle")
-        _output.note(f"logged to MLflow run {run.run_id}")
+                mlrun.file(out / name)
+            tracking.log_correction(mlrun, tracking.record_from_bundle(out / "bundle"), out / "bundle")
+        _output.note(f"logged to MLflow run {mlrun.run_id}")
     tripped = [g for g in [*result["audit_gates"], *doc["gates"]] if g["tripped"]]
     for g in tripped:
         _output.error(f"gate tripped: {g['expr']} (value {g['value']:.4g})")
