@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[dev,hf,duckdb,spark]"
+	$(BIN)/python -m pip install -q -e ".[dev,hf,duckdb,spark,mlflow]"
 	@# The spark tests (pyspark, local[2]) need Java 17: Debian's package where it is missing.
 	command -v java >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless; } \
 	  || { echo "need Java 17 for the spark tests: apt-get install openjdk-17-jre-headless"; exit 2; }

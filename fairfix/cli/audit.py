@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fairfix.cli import _model, _output
+from fairfix.cli import _model, _options, _output
 from fairfix.cli._errors import EXIT_GATE, handle_errors
 from fairfix.report.render import Format
 
@@ -74,15 +74,32 @@ def audit(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the result to FILE atomically instead of stdout."
     )] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --output (and --counts-out) if it exists.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite --output (and --counts-out, --junit) if it exists.")] = False,
+    baseline: Annotated[Path | None, typer.Option(
+        "--baseline", help="A fairfix.audit/1 JSON to compare against: gates on delta./before./after. KEY, "
+                           "as in `fairfix compare`.")] = None,
+    junit: _options.JunitOpt = None,
+    mlflow: _options.MlflowOpt = False,
+    quiet: _options.QuietOpt = False,
 ) -> None:
     """Audit predictions for group disparities; exit 1 when a --fail-on gate trips."""
+    from fairfix import tracking
     from fairfix._audit import audit as run_audit
+    from fairfix.report import baseline as base_gates
     from fairfix.report.io import check_writable
     from fairfix.report.render import print_table, render
 
+    plain_gates, delta_gates = base_gates.split_gates(fail_on or ())
+    base_gates.check_gates(delta_gates, baseline)  # fail before reading a large file
+    base_doc = base_gates.load_audit(baseline) if baseline is not None else None
     if output is not None:
-        check_writable(output, force, inputs=data)  # fail before reading a large file
+        check_writable(output, force, inputs=data)
+    _options.check_junit(junit, force, [*data, *([baseline] if baseline else [])],
+                         {"--output": output, "--counts-out": counts_out})
+    log_to_mlflow = tracking.enabled(mlflow)
+    if log_to_mlflow:
+        tracking.check_available()
     if counts_out is not None:
         from fairfix.report.counts_out import counts_format
 
@@ -102,7 +119,7 @@ def audit(
                                 "model (use --engine arrow)")
     chosen = _output.choose_format(fmt, output)
     loaded = _model.load(model, factory, features, text_column) if model is not None else None
-    with _output.RowProgress("auditing") as progress:
+    with _output.RowProgress("auditing", quiet=quiet) as progress:
         report = run_audit(
             data[0] if len(data) == 1 else data,
             label=label,
@@ -116,7 +133,7 @@ def audit(
             ci=ci,
             seed=seed,
             min_group_size=min_group_size,
-            fail_on=fail_on or (),
+            fail_on=plain_gates,
             dropna=dropna,
             keep_missing_groups=keep_missing_groups,
             input_format=input_format,
@@ -124,6 +141,10 @@ def audit(
             engine=engine.value,
             progress=progress,
         )
+    if base_doc is not None:
+        extra_gates, info = base_gates.evaluate_against(base_doc, report.to_dict(), delta_gates, str(baseline))
+        report.gates.extend(extra_gates)
+        report.extra["baseline"] = info
     if counts_out is not None:
         from fairfix.report.counts_out import counts_table, write_counts
 
@@ -147,6 +168,16 @@ def audit(
         print_table(report, _output.console())
     else:
         _output.emit(render(report, chosen), output, force)
+    if junit is not None or log_to_mlflow:
+        doc = report.to_dict()
+        if junit is not None:
+            from fairfix.report.junit import audit_suite
+
+            _options.write_junit(junit, [audit_suite(doc)], force)
+        if log_to_mlflow:
+            with tracking.start("audit") as run:
+                tracking.log_audit(run, doc)
+            _output.note(f"logged to MLflow run {run.run_id}")
     for gr in report.gates:
         if gr.tripped:
             _output.error(f"gate tripped: {gr.expr} (value {gr.value:.4g})")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fairfix.cli import _output
+from fairfix.cli import _options, _output
 from fairfix.cli._errors import EXIT_GATE, handle_errors
 from fairfix.report.render import Format
 
@@ -22,7 +22,8 @@ def compare(
     )] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the result to FILE atomically.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output (and --junit) if it exists.")] = False,
+    junit: _options.JunitOpt = None,
 ) -> None:
     """Compare two audits (fairfix.compare/1); exit 1 when a --fail-on gate trips."""
     from fairfix import errors
@@ -32,6 +33,7 @@ def compare(
         from fairfix.report.io import check_writable
 
         check_writable(output, force, inputs=[before, after])
+    _options.check_junit(junit, force, [before, after], {"--output": output})
     docs = []
     for p in (before, after):
         if not p.is_file():
@@ -46,6 +48,10 @@ def compare(
             raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {schema!r})")
     doc = build_compare(docs[0], docs[1], fail_on=fail_on or ())
     _output.emit_compare(doc, fmt, output, force)
+    if junit is not None:
+        from fairfix.report.junit import compare_suite
+
+        _options.write_junit(junit, [compare_suite(doc)], force)
     tripped = [g for g in doc["gates"] if g["tripped"]]
     for g in doc["gates"]:
         if g["tripped"]:

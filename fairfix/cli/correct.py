@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairfix.cli import _model, _output
+from fairfix.cli import _model, _options, _output
 from fairfix.cli._errors import handle_errors
 from fairfix.report.render import Format
 
@@ -84,15 +84,20 @@ def correct(
     )] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out / --output if they exist.")] = False,
     factory: _model.FactoryOpt = None,
+    mlflow: _options.MlflowOpt = False,
+    quiet: _options.QuietOpt = False,
 ) -> None:
     """Train a FairNet adapter and write a bundle; prints fairfix.compare/1 (before vs after)."""
-    from fairfix import errors
+    from fairfix import errors, tracking
     from fairfix.correct.bundle import save_bundle
     from fairfix.correct.fairnet import CorrectConfig
     from fairfix.correct.run import correct as run_correct
     from fairfix.detect.fit import DetectorConfig
 
     _output.check_outputs(out, output, force)
+    log_to_mlflow = tracking.enabled(mlflow)
+    if log_to_mlflow:
+        tracking.check_available()
     if tau == "auto":
         tau_value = None
     else:
@@ -109,7 +114,7 @@ def correct(
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():
         raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")
-    with _output.StageProgress() as progress:
+    with _output.StageProgress(quiet=quiet) as progress:
         corrected, result = run_correct(
             data, base, label=label, group=group, minority=minority,
             detector=str(detector) if detector is not None else None,
@@ -138,3 +143,9 @@ def correct(
                      f"{ch['worst_group_accuracy']:.4f} (base {doc['base_validation']['worst_group_accuracy']:.4f})")
     _output.note(f"wrote bundle {out}")
     _output.emit_compare(doc, fmt, output, force)
+    if log_to_mlflow:
+        with tracking.start("correct") as run:
+            run.params({"label": label, "group": group, "model": model, "data": data})
+            tracking.log_compare(run, doc)
+            tracking.log_correction(run, result["record"], out)
+        _output.note(f"logged to MLflow run {run.run_id}")

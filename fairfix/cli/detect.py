@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairfix.cli import _model, _output
+from fairfix.cli import _model, _options, _output
 from fairfix.cli._errors import handle_errors
 from fairfix.report.render import Format
 
@@ -58,6 +58,7 @@ def detect(
         "--output", "-o", help="Also write the report (JSON) to FILE atomically."
     )] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out / --output if they exist.")] = False,
+    quiet: _options.QuietOpt = False,
 ) -> None:
     """Fit a detector of minority-group membership; prints fairfix.detect/1."""
     from fairfix.detect.fit import DetectorConfig, fit_detector
@@ -66,7 +67,7 @@ def detect(
     config = DetectorConfig(mode=mode, layer=layer, hidden=hidden, epochs=epochs, holdout=holdout, seed=seed,
                             unsupervised=unsupervised, contamination=contamination, tau=tau)
     loaded = _model.load(model, factory, features, text_column)
-    with _output.StageProgress() as progress:
+    with _output.StageProgress(quiet=quiet) as progress:
         det = fit_detector(data, loaded, group=group, minority=minority, label=label, eval_group=eval_group,
                            config=config, input_format=input_format, progress=progress)
     det.save(out, force=force)

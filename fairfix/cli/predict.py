@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairfix.cli import _model, _output
+from fairfix.cli import _model, _options, _output
 from fairfix.cli._errors import handle_errors
 
 
@@ -32,6 +32,7 @@ def predict(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Rows per inference batch.")] = None,
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
+    quiet: _options.QuietOpt = False,
 ) -> None:
     """Write id/row, score (per class for multiclass) and pred for every row."""
     from fairfix.predict import predict as run_predict
@@ -39,7 +40,7 @@ def predict(
 
     check_writable(output, force, inputs=[data, model])
     loaded = _model.load(model, factory, features, text_column)
-    with _output.RowProgress("predicting") as progress:
+    with _output.RowProgress("predicting", quiet=quiet) as progress:
         result = run_predict(data, loaded, output, id_column=id_column, threshold=threshold,
                              batch_rows=batch_size, input_format=input_format, force=force,
                              progress=progress)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairfix.cli import _output
+from fairfix.cli import _options, _output
 from fairfix.cli._errors import EXIT_GATE, handle_errors
 from fairfix.report.render import Format
 
@@ -24,8 +24,12 @@ def run(
     )] = False,
     check: Annotated[bool, typer.Option("--check", help="Only validate the recipe.")] = False,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format of the comparison.")] = None,
+    junit: _options.JunitOpt = None,
+    mlflow: _options.MlflowOpt = False,
+    quiet: _options.QuietOpt = False,
 ) -> None:
     """Run train -> audit -> detect -> correct -> audit -> compare; exit 1 when a recipe gate trips."""
+    from fairfix import tracking
     from fairfix.recipes import load_recipe, run_recipe
 
     rec = load_recipe(recipe)
@@ -33,13 +37,36 @@ def run(
         _output.note(f"{recipe}: valid recipe {rec.name!r}")
         return
     out = out or Path("runs") / rec.name
-    with _output.StageProgress() as progress:
+    _options.check_junit(junit, force, [recipe], {})
+    log_to_mlflow = tracking.enabled(mlflow)
+    if log_to_mlflow:
+        tracking.check_available()
+    with _output.StageProgress(quiet=quiet) as progress:
         result = run_recipe(rec, out, until=until, force=force, progress=progress, log=_output.note)
     if "compare" not in result:
         _output.note(f"stopped after {until}; rerun without --until to finish (finished steps are skipped)")
+        if junit is not None or log_to_mlflow:
+            _output.warn("--junit and --mlflow report a finished run: nothing written or logged before compare")
         return
     doc = result["compare"]
     _output.emit_compare(doc, fmt, None, False)
+    if junit is not None:
+        import json
+
+        from fairfix.report.junit import audit_suite, compare_suite
+
+        after = json.loads((out / "audit_after.json").read_text())
+        _options.write_junit(junit, [audit_suite(after, "fairfix run audit_after"),
+                                     compare_suite(doc, "fairfix run compare")], force)
+    if log_to_mlflow:
+        with tracking.start("run") as mlrun:
+            mlrun.params({"recipe": rec.name, "recipe_file": str(recipe)})
+            tracking.log_compare(mlrun, doc)
+            mlrun.metrics(tracking.gate_metrics(result["audit_gates"]))
+            for name in ("audit_before.json", "audit_after.json"):
+                mlrun.file(out / name)
+            tracking.log_correction(mlrun, tracking.record_from_bundle(out / "bundle"), out / "bundle")
+        _output.note(f"logged to MLflow run {mlrun.run_id}")
     tripped = [g for g in [*result["audit_gates"], *doc["gates"]] if g["tripped"]]
     for g in tripped:
         _output.error(f"gate tripped: {g['expr']} (value {g['value']:.4g})")

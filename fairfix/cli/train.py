@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairfix.cli import _model, _output
+from fairfix.cli import _model, _options, _output
 from fairfix.cli._errors import handle_errors
 from fairfix.report.render import Format
 
@@ -59,6 +59,7 @@ def train(
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Summary format: table or json.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    quiet: _options.QuietOpt = False,
 ) -> None:
     """Train a baseline classifier on a table (tabular MLP, a text model with --text-column, or --factory)."""
     from fairfix.training import train_model
@@ -70,7 +71,7 @@ def train(
     except ValueError:
         raise _usage(f"--hidden {hidden!r}: expected comma-separated integers, e.g. 128,64") from None
     _output.check_outputs(out, None, force, inputs=[data, base_model])
-    with _output.EpochProgress("training") as progress:
+    with _output.EpochProgress("training", quiet=quiet) as progress:
         summary = train_model(
             data, label=label, out=out, features=_model.split_columns(features), exclude=exclude or [],
             groups=group or [], text_column=text_column, factory=factory, base_model=base_model,

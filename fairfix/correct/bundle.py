@@ -57,6 +57,7 @@ def save_bundle(out: str | Path, corrected: Any, record: dict[str, Any], *, repo
             "chosen": record["chosen"],
             "base_validation": record["base_validation"],
             "sweep": record["sweep"],
+            "loss_history": record.get("loss_history", []),
         },
     )
 

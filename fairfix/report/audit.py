@@ -36,6 +36,8 @@ class AuditReport:
         One :class:`~fairfix.metrics.gates.GateResult` per ``fail_on`` expression.
     settings
         How the audit was run (threshold, bootstrap, seed, rows dropped, ...).
+    extra
+        Further top-level JSON keys (``baseline`` of ``fairfix audit --baseline``).
     """
 
     counts: ConfusionCounts
@@ -50,6 +52,7 @@ class AuditReport:
     summary_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -85,6 +88,7 @@ class AuditReport:
                 "cells": self.cells,
                 "summary": self.summary,
                 "summary_ci": {k: list(v) for k, v in self.summary_ci.items()},
+                **self.extra,
                 "gates": [g.to_dict() for g in self.gates],
             }
         )
