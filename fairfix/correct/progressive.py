@@ -271,14 +271,16 @@ def reports(corrected: ProgressiveModel, base: Model, *, frame: Any, label: str,
     from fairfix.detect.fit import group_values
     from fairfix.report.compare import build_compare
 
-    frame = read_frame(frame, None, input_format)
-    before = fairfix.audit(frame, label=label, group=list(groups), model=base, bootstrap=0).to_dict()
-    after = fairfix.audit(frame, label=label, group=list(groups), model=corrected, bootstrap=0).to_dict()
+    frame = read_frame(frame, None, input_format).reset_index(drop=True)
+    known = frame[list(groups)].notna().all(axis=1)  # rows whose every attribute is labelled (the intersection's)
+    before = fairfix.audit(frame[known], label=label, group=list(groups), model=base, bootstrap=0).to_dict()
+    after = fairfix.audit(frame[known], label=label, group=list(groups), model=corrected, bootstrap=0).to_dict()
     _, extras = corrected.predict_with_extras(frame)
     per_attribute = []
     for a in corrected.attributes:
-        b = fairfix.audit(frame, label=label, group=[a.group], model=base, bootstrap=0).to_dict()
-        f = fairfix.audit(frame, label=label, group=[a.group], model=corrected, bootstrap=0).to_dict()
+        mine = frame[frame[a.group].notna()]  # each attribute on its own labelled rows
+        b = fairfix.audit(mine, label=label, group=[a.group], model=base, bootstrap=0).to_dict()
+        f = fairfix.audit(mine, label=label, group=[a.group], model=corrected, bootstrap=0).to_dict()
         gv, _ = group_values(frame, a.group)
         truth = minority_codes(list(gv), a.detector.minority)
         risk, flagged = extras[f"risk_{a.group}"], extras[f"corrected_{a.group}"]
@@ -303,6 +305,7 @@ def reports(corrected: ProgressiveModel, base: Model, *, frame: Any, label: str,
         "evaluated_on": eval_name, "adapter_enabled": corrected.enabled,
         "group_columns": list(groups), "attributes": per_attribute,
         "activation_rate": float(extras["corrected"].mean()),
+        "audited_rows": {"intersection": int(known.sum()), "all": int(len(frame))},
     })
     return {"before": before, "after": after, "compare": compare,
             "records": [a.record for a in corrected.attributes]}
