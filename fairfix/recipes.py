@@ -272,8 +272,11 @@ def _check_semantics(recipe: Recipe) -> None:
                 ) from None
     for section, cls_path in (("detector", "fairfix.detect.fit:DetectorConfig"),
                               ("correct", "fairfix.correct.fairnet:CorrectConfig")):
+        values = dict(recipe.section(section))
+        modes = values.get("mode") if section == "detector" else None
         try:
-            _config(cls_path, recipe.section(section))
+            for mode in modes if isinstance(modes, list) else [None]:  # one mode per group: each checked
+                _config(cls_path, values if mode is None else {**values, "mode": mode})
         except errors.UsageError as exc:
             raise errors.UsageError(f"{_where(recipe.path, recipe.lines, section)}: {section}: {exc}") from None
 
