@@ -269,3 +269,6 @@ def test_cli_corrects_two_attributes_and_predicts(workspace):
 
     md = render_compare(doc, Format.markdown)
     assert "| attribute | accuracy | worst-group accuracy |" in md and "| grp |" in md and "| h |" in md
+    res = CliRunner().invoke(app, ["report", str(out), "--html", str(d / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert "<h2>Per attribute</h2>" in (d / "r.html").read_text()
