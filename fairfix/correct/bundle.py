@@ -215,7 +215,7 @@ def check_attributes(manifest: dict[str, Any]) -> list[dict[str, Any]]:
                 raise errors.ModelError(f"{where}: bad {key!r} ({a.get(key)!r})")
         if a["adapter_enabled"] and a["gate"] == "detector" and tau is None:
             raise errors.ModelError(f"{where}: an enabled detector gate needs a 'tau'")
-        seen.add(name)
+        seen.add(str(name))
     return attrs
 
 

@@ -246,6 +246,7 @@ def layers_after(model: Model, names: Sequence[str], tap: str) -> list[str]:
 
 def set_strength(module: torch.nn.Module, strength: float, alpha: float, rank: int, adapter: str = ADAPTER) -> None:
     """Scale every LoRA update of ``adapter`` in ``module`` to ``strength`` times its trained size."""
+    layer: Any
     for layer in lora_layers(module):
         if adapter in layer.scaling:
             layer.scaling[adapter] = strength * alpha / rank
@@ -426,7 +427,7 @@ def fit_fairnet(
             else:
                 peft_model.add_adapter(adapter, lcfg)
         work.module = peft_model.base_model.model  # the same module object, now holding LoRA layers
-        if not any(adapter in layer.lora_A for layer in lora_layers(work.module)):
+        if not any(adapter in getattr(layer, "lora_A", {}) for layer in lora_layers(work.module)):
             raise errors.UsageError(f"--targets {targets}: no layer of the model matched")
         mine = f".{adapter}."
         params = [p for n, p in work.module.named_parameters() if "lora_" in n and mine in n]
@@ -566,9 +567,10 @@ def fit_fairnet(
     else:  # ship a no-op adapter (B = 0), so that even a forced pass cannot apply a rejected update
         work.module.load_state_dict(states[-1], strict=False)
         with torch.no_grad():
-            for layer in lora_layers(work.module):
-                if adapter in layer.lora_B:
-                    layer.lora_B[adapter].weight.zero_()
+            for lora in lora_layers(work.module):
+                b: Any = lora.lora_B
+                if adapter in b:
+                    b[adapter].weight.zero_()
     gate = choice["gate"] if enabled else "detector"
     reasons = why_off(hinge_start, detector, plan, config) if not enabled else []
     corrected_plan = choice["groups"] if enabled else plans[-1]

@@ -61,8 +61,10 @@ class Attribute:
             return Stage(self.adapter, self.tap_layer, "detector", self.detector.module, math.inf)
         if self.gate == "all":
             return Stage(self.adapter, self.tap_layer, "on", self.detector.module)
-        return Stage(self.adapter, self.tap_layer, "detector", self.detector.module,
-                     float(self.tau if tau is None else tau))
+        chosen = self.tau if tau is None else tau
+        if chosen is None:
+            raise ValueError(f"attribute {self.group!r}: an enabled detector gate needs a tau")
+        return Stage(self.adapter, self.tap_layer, "detector", self.detector.module, float(chosen))
 
 
 class ProgressiveModel(Model):

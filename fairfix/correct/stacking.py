@@ -55,7 +55,7 @@ class Decision:
     rows: torch.Tensor | None = None
 
 
-def _check_layer(layer: nn.Module, names: Sequence[str]) -> None:
+def _check_layer(layer: Any, names: Sequence[str]) -> None:
     from peft.tuners.lora import Linear
     from peft.tuners.lora.layer import _ConvNd
 
@@ -68,7 +68,7 @@ def _check_layer(layer: nn.Module, names: Sequence[str]) -> None:
                                 "need plain LoRA")
 
 
-def _stacked_forward(layer: nn.Module, adapters: list[tuple[str, Decision]], n_rows: Callable[[], int]
+def _stacked_forward(layer: Any, adapters: list[tuple[str, Decision]], n_rows: Callable[[], int]
                      ) -> Callable[..., torch.Tensor]:
     """``layer``'s forward: the base layer on every row, then each adapter's update on its flagged rows."""
     base = layer.base_layer
@@ -136,6 +136,7 @@ def stacked(model: Any, stages: Sequence[Stage], mask: torch.Tensor | None = Non
                 handles.append(module.register_forward_hook(
                     lambda _m, _i, out, decide=decide: decide(out[0] if isinstance(out, tuple) else out)))
         by_name = {s.adapter: d for s, d in zip(stages, decisions, strict=True) if s.adapter is not None}
+        layer: Any
         for layer in lora_layers(model.module) if layers is None else layers:
             mine = [(name, dec) for name, dec in by_name.items() if name in layer.lora_A]
             _check_layer(layer, [n for n, _ in mine])
