@@ -438,10 +438,11 @@ def _groups(data: dict[str, Any]) -> list[str]:
     return [str(g) for g in group] if isinstance(group, list) else ([] if group is None else [group])
 
 
-def _correct_split(frame: Any, label: str, group: str | list[str], classes: list[Any], corr_cfg: Any) -> Any:
+def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_cfg: Any) -> Any:
     """Row ids ``(train, validation)`` of ``correct``'s split of ``frame`` (the same split it draws).
 
-    Several groups: stratified by the label and every group, as progressive correction draws it.
+    Several groups: the first one's split (progressive correction stratifies by the label and the
+    first group, as ``fairfix correct --group FIRST`` does).
     """
     import numpy as np
 
@@ -450,9 +451,8 @@ def _correct_split(frame: Any, label: str, group: str | list[str], classes: list
     from fairfix.models.tabular import encode_labels
 
     y = encode_labels(frame[label], classes)
-    cols = [group] if isinstance(group, str) else list(group)
-    gs = [group_values(frame, c)[0] for c in cols]
-    strata = np.array(["|".join([str(a), *(str(g[i]) for g in gs)]) for i, a in enumerate(y)])
+    g, _ = group_values(frame, group)
+    strata = np.array([f"{a}|{b}" for a, b in zip(y, g, strict=True)])
     return _split(len(frame), corr_cfg.val_fraction, strata, corr_cfg.seed)
 
 
@@ -603,7 +603,7 @@ def _run_recipe(
             frame = train_frame
             if hold_out:  # leave out the rows `correct` validates on, so the guard sees unseen rows
                 classes, _ = label_vocabulary(train_frame[label], tcfg.get("positive"))
-                frame = train_frame.iloc[_correct_split(train_frame, label, group, classes, corr_cfg)[0]]
+                frame = train_frame.iloc[_correct_split(train_frame, label, groups[0], classes, corr_cfg)[0]]
                 frame = frame.reset_index(drop=True)
             train_model(frame, label=label, out=model_dir, features=None if text_col else features,
                         groups=[], text_column=text_col,

@@ -181,7 +181,7 @@ def correct_many(
 
     ``detector_configs``: one :class:`~fairfix.detect.fit.DetectorConfig` per group (its
     ``mode``: full, partial, none or auto for that attribute's labels), or one for all.
-    The validation split (stratified by label and every group) chooses each attribute's
+    The validation split (stratified by the label and the first group, as for one group) chooses each attribute's
     setting under the guard (module docstring); the before/after audits run on
     ``eval_data`` when given, else on the validation split, per attribute and over the
     intersection of all of them.
@@ -212,8 +212,10 @@ def correct_many(
         raise errors.DataError(f"label value {unknown[0]!r} in {label!r} is not a class of the model "
                                f"(classes: {', '.join(map(repr, model.classes))})")
     y_all = encode_labels(frame[label], model.classes)
-    gvals = {g: group_values(frame, g)[0] for g in groups}
-    strata = np.array(["|".join([str(y), *(str(gvals[g][i]) for g in groups)]) for i, y in enumerate(y_all)])
+    # stratified by the label and the first attribute: the split `fairfix correct --group FIRST` draws, so a
+    # model trained off its validation rows stays off them whatever the other attributes' labels
+    first, _ = group_values(frame, groups[0])
+    strata = np.array([f"{y}|{g}" for y, g in zip(y_all, first, strict=True)])
     tr, va = _split(len(frame), config.val_fraction, strata, config.seed)
     train_frame, val_frame = frame.iloc[tr].reset_index(drop=True), frame.iloc[va].reset_index(drop=True)
     train_inputs, val_inputs = model.encode(train_frame), model.encode(val_frame)

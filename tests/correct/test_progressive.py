@@ -272,3 +272,15 @@ def test_cli_corrects_two_attributes_and_predicts(workspace):
     res = CliRunner().invoke(app, ["report", str(out), "--html", str(d / "r.html")])
     assert res.exit_code == 0, res.output
     assert "<h2>Per attribute</h2>" in (d / "r.html").read_text()
+
+
+def test_first_attribute_validates_on_the_single_attribute_split(fitted):
+    """The split is stratified by the label and the first group: the rows `correct --group grp` validates on,
+    whatever the other attributes' labels (a base trained off those rows stays off them)."""
+    from fairfix.correct.run import correct
+
+    frame, path, _, result = fitted
+    _, single = correct(frame, load_model(path), label="y", group="grp",
+                        detector_config=DetectorConfig(epochs=5, seed=0), config=CorrectConfig(**FAST))
+    assert result["records"][0]["base_validation"] == single["record"]["base_validation"]
+    assert result["compare"]["audited_rows"]["all"] == single["after"]["n"]
