@@ -573,6 +573,14 @@ def fit_fairnet(
                     b[adapter].weight.zero_()
     gate = choice["gate"] if enabled else "detector"
     reasons = why_off(hinge_start, detector, plan, config) if not enabled else []
+    if not enabled and guard_groups:  # settings that helped this attribute but lowered another's worst cell
+        blocked = sorted({name for r in sweep if r["accuracy"] >= floor
+                          and r["worst_group_accuracy"] > base_metrics["worst_group_accuracy"] + 1e-12
+                          for name in guard_groups
+                          if base_others[name] > r["attribute_worst_group_accuracy"][name] + 1e-12})
+        if blocked:
+            reasons.insert(0, f"every setting that raised this attribute's worst cell lowered the worst cell of "
+                              f"{', '.join(map(repr, blocked))} on validation")
     corrected_plan = choice["groups"] if enabled else plans[-1]
     correction = {
         "groups": corrected_plan,
