@@ -124,6 +124,7 @@ def run_seed(task: dict[str, Any], seed: int, quick: bool) -> dict[str, Any]:
                                  eval_data=test)
         out[f"fairfix ({' then '.join(groups)}; {regime})"] = summaries(test, label, groups, scarce)
         out[f"{regime} seconds"] = time.perf_counter() - t0
+        out[f"{regime} enabled"] = [a.enabled for a in scarce.attributes]
     out["attributes"] = [{"group": a["group"], "enabled": a["adapter_enabled"], "gate": a["gate"], "tau": a["tau"],
                           "minority": a["detector"]["minority"], "tpr": a["detector"]["tpr"],
                           "fpr": a["detector"]["fpr"], "activation_rate": a["detector"]["activation_rate"]}
@@ -161,6 +162,11 @@ def table(runs: list[dict[str, Any]], groups: list[str]) -> str:
         for i, g in enumerate(groups))
     lines += ["", f"{multi}: accuracy within 0.3 points of ERM (or above) in {no_loss}/{len(runs)} seeds; "
               f"adapters on per seed: {on}. Detectors (test): {det}."]
+    scarce = [k[: -len(" enabled")] for k in runs[0] if k.endswith(" enabled")]
+    if scarce:
+        lines[-1] += " Second attribute's labels scarce or absent: " + "; ".join(
+            f"{r}: {groups[1]}'s adapter on in {sum(run[f'{r} enabled'][1] for run in runs)}/{len(runs)} seeds"
+            for r in scarce) + "."
     return "\n".join(lines)
 
 

@@ -17,7 +17,9 @@ def correct(
     data: Annotated[str, typer.Argument(help="Training table (CSV, Parquet, JSON Lines, -, adult:train).")],
     model: Annotated[str, typer.Option("--model", help="Base model directory.")],
     label: Annotated[str, typer.Option("--label", help="Label column.")],
-    group: Annotated[list[str], typer.Option("--group", help="Sensitive column; repeat it to correct several attributes in turn (one detector and adapter each).")],
+    group: Annotated[list[str], typer.Option(
+        "--group", help="Sensitive column; repeat it to correct several attributes in turn "
+                        "(one detector and adapter each).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
     detector: Annotated[Path | None, typer.Option("--detector", help="Detector directory from `fairfix detect` (default: fit one).")] = None,
     minority: Annotated[list[str] | None, typer.Option("--minority", help="Disadvantaged group value (repeatable; COL=VALUE with several --group; default: worst cell's group).")] = None,
