@@ -40,14 +40,14 @@ SCHEMA: dict[str, Any] = {
         "train": (str, True),
         "test": (str, False),
         "label": (str, True),
-        "group": (str, True),
+        "group": ((str, list), True),
         "audit_groups": (list, False),
         "features": ((list, str), False),
         "exclude": (list, False),
         "input_format": (str, False),
         "test_fraction": (float, False),
         "rows": (dict, False),
-        "sensitive_fraction": (float, False),
+        "sensitive_fraction": ((float, int, list), False),
         "text_template": (str, False),
         "text_column": (str, False),
         "sample": (int, False),
@@ -60,7 +60,7 @@ SCHEMA: dict[str, Any] = {
         "hold_out_validation": (bool, False),
     },
     "detector": {
-        "mode": (str, False), "minority": (list, False), "layer": (str, False), "hidden": (int, False),
+        "mode": ((str, list), False), "minority": (list, False), "layer": (str, False), "hidden": (int, False),
         "epochs": (int, False), "batch_size": (int, False), "lr": (float, False), "holdout": (float, False),
         "seed": (int, False), "unsupervised": (str, False), "contamination": (float, False),
         "tau": (float, False),
@@ -275,8 +275,11 @@ def _check_semantics(recipe: Recipe) -> None:
                 ) from None
     for section, cls_path in (("detector", "fairfix.detect.fit:DetectorConfig"),
                               ("correct", "fairfix.correct.fairnet:CorrectConfig")):
+        values = dict(recipe.section(section))
+        modes = values.get("mode") if section == "detector" else None
         try:
-            _config(cls_path, recipe.section(section))
+            for mode in modes if isinstance(modes, list) else [None]:  # one mode per group: each checked
+                _config(cls_path, values if mode is None else {**values, "mode": mode})
         except errors.UsageError as exc:
             raise errors.UsageError(f"{_where(recipe.path, recipe.lines, section)}: {section}: {exc}") from None
 
@@ -294,7 +297,7 @@ def _check_columns(recipe: Recipe, key: str, target: str, where: str) -> None:
     if callable(table._source):
         table._source().close()  # the header was read; nothing else
     columns = list(table.columns)
-    named = [("data.label", data.get("label")), ("data.group", data.get("group")),
+    named = [("data.label", data.get("label")), *[("data.group", g) for g in _groups(data)],
              *[("data.audit_groups", g) for g in data.get("audit_groups") or []],
              *[("data.exclude", c) for c in data.get("exclude") or []]]
     for full, col in named:
@@ -399,14 +402,17 @@ def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
         frame = frame.iloc[train_rows[0]:train_rows[1]] if train_rows else frame
     else:
         test = read_frame(recipe.resolve(data["test"]), None, fmt) if data.get("test") else None
-    for col in (data["label"], data["group"]):
+    for col in (data["label"], *_groups(data)):
         if col not in frame.columns:
             raise errors.DataError(f"{recipe.path}: data: no column {col!r} in {data['train']}; columns are: "
                                    f"{', '.join(map(repr, frame.columns))}")
     if test is None and data.get("test_fraction"):
         from fairfix.correct.run import _split
 
-        strata = (frame[data["label"]].astype(str) + "|" + frame[data["group"]].astype(str)).to_numpy()
+        strata = frame[data["label"]].astype(str)
+        for g in _groups(data):
+            strata = strata + "|" + frame[g].astype(str)
+        strata = strata.to_numpy()
         tr, te = _split(len(frame), float(data["test_fraction"]), strata, seed)
         frame, test = frame.iloc[tr], frame.iloc[te]
     if data.get("sample") and len(frame) > data["sample"]:
@@ -418,17 +424,31 @@ def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
         frame = frame.assign(**{col: _render_text(frame, data["text_template"])})
         if test is not None:
             test = test.assign(**{col: _render_text(test, data["text_template"])})
-    frac = data.get("sensitive_fraction")
-    if frac is not None and frac < 1.0:
-        rng = np.random.default_rng(seed)
-        hide = rng.random(len(frame)) >= float(frac)
-        frame = frame.copy()
-        frame.loc[frame.index[hide], data["group"]] = None
+    fracs = data.get("sensitive_fraction")
+    groups = _groups(data)
+    if fracs is not None and not isinstance(fracs, list):
+        fracs = [fracs] * len(groups)  # one share for every group
+    rng = np.random.default_rng(seed)
+    for col, frac in zip(groups, fracs or [], strict=False):
+        if frac is not None and frac < 1.0:
+            hide = rng.random(len(frame)) >= float(frac)
+            frame = frame.copy()
+            frame.loc[frame.index[hide], col] = None
     return frame.reset_index(drop=True), (None if test is None else test.reset_index(drop=True))
 
 
+def _groups(data: dict[str, Any]) -> list[str]:
+    """``data.group`` as a list (one column, or several corrected in turn)."""
+    group = data.get("group")
+    return [str(g) for g in group] if isinstance(group, list) else ([] if group is None else [group])
+
+
 def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_cfg: Any) -> Any:
-    """Row ids ``(train, validation)`` of ``correct``'s split of ``frame`` (the same split it draws)."""
+    """Row ids ``(train, validation)`` of ``correct``'s split of ``frame`` (the same split it draws).
+
+    Several groups: the first one's split (progressive correction stratifies by the label and the
+    first group, as ``fairfix correct --group FIRST`` does).
+    """
     import numpy as np
 
     from fairfix.correct.run import _split
@@ -524,8 +544,9 @@ def _run_recipe(
     say = log or (lambda _m: None)
     steps = StepLog(out)
     data, audit_cfg = recipe.section("data"), recipe.section("audit")
-    label, group = data["label"], data["group"]
-    audit_groups = list(data.get("audit_groups") or [group])
+    label, groups = data["label"], _groups(data)
+    group: Any = groups[0] if len(groups) == 1 else groups  # several: corrected in turn (progressive)
+    audit_groups = list(data.get("audit_groups") or groups)
     try:
         train_frame, test_frame = prepare_frames(recipe)
     except errors.FairfixError as exc:
@@ -559,7 +580,14 @@ def _run_recipe(
     model_dir = out / "model"
     det_cfg_raw = recipe.section("detector")
     corr_raw = recipe.section("correct")
-    det_cfg = _config("fairfix.detect.fit:DetectorConfig", det_cfg_raw)
+    modes = det_cfg_raw.get("mode")
+    modes = modes if isinstance(modes, list) else [modes or "auto"]
+    if len(modes) not in (1, len(groups)):
+        raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'detector.mode')}: detector.mode has "
+                                f"{len(modes)} values for {len(groups)} groups; give one per group, or one")
+    if len(groups) != len(set(groups)):
+        raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'data.group')}: data.group names a column twice")
+    det_cfg = _config("fairfix.detect.fit:DetectorConfig", {**det_cfg_raw, "mode": str(modes[0])})
     corr_cfg = _config("fairfix.correct.fairnet:CorrectConfig", corr_raw)
     if model_sect.get("path"):
         model_dir = Path(recipe.resolve(model_sect["path"]))
@@ -575,12 +603,12 @@ def _run_recipe(
 
             features = select_features(list(train_frame.columns), label=label, features=data.get("features"),
                                        exclude=data.get("exclude") or [],
-                                       groups=[*audit_groups, group])
+                                       groups=[*audit_groups, *groups])
             text_col = data.get("text_column", "text") if "base_model" in tcfg else None
             frame = train_frame
             if hold_out:  # leave out the rows `correct` validates on, so the guard sees unseen rows
                 classes, _ = label_vocabulary(train_frame[label], tcfg.get("positive"))
-                frame = train_frame.iloc[_correct_split(train_frame, label, group, classes, corr_cfg)[0]]
+                frame = train_frame.iloc[_correct_split(train_frame, label, groups[0], classes, corr_cfg)[0]]
                 frame = frame.reset_index(drop=True)
             train_model(frame, label=label, out=model_dir, features=None if text_col else features,
                         groups=[], text_column=text_col,
@@ -620,6 +648,12 @@ def _run_recipe(
     if step("audit_before", {"data": data_key, "model": model.digest, "audit": audit_kw}, [before_path],
             audit_to(before_path, model)):
         return result
+
+    if len(groups) > 1:  # a detector per attribute, each fitted inside the correction on the model corrected so far
+        return _run_progressive(recipe, out, model, train_frame, eval_frame, groups=groups, modes=modes,
+                                det_cfg=det_cfg, corr_cfg=corr_cfg, step=step, data_key=data_key, result=result,
+                                factory=factory, audit_to=audit_to, before_path=before_path, audit_kw=audit_kw,
+                                progress=progress)
 
     # 3. the detector, fitted on the same training split that `correct` will use
     det_dir = out / "detector"
@@ -683,6 +717,66 @@ def _run_recipe(
                                    "gate": bundle_compare.get("gate"),
                                    "correction": bundle_compare.get("correction"),
                                    "sweep": bundle_compare.get("sweep"), "recipe": recipe.name})
+        write_atomic(compare_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n", force=True)
+
+    step("compare", {"before": _hash(before_path.read_text()), "after": _hash(after_path.read_text()),
+                     "gates": cmp_gates}, [compare_path], do_compare)
+    result["compare"] = json.loads(compare_path.read_text())
+    result["audit_gates"] = json.loads(after_path.read_text())["gates"]
+    return result
+
+
+def _run_progressive(recipe: Recipe, out: Path, model: Any, train_frame: Any, eval_frame: Any, *, groups: list[str],
+                     modes: list[Any], det_cfg: Any, corr_cfg: Any, step: Callable[..., bool], data_key: Any,
+                     result: dict[str, Any], factory: Any, audit_to: Callable[..., Callable[[], None]],
+                     before_path: Path, audit_kw: dict[str, Any], progress: Any) -> dict[str, Any]:
+    """Steps 3-6 for several groups: one progressive correction (a detector and adapter per group)."""
+    import dataclasses
+
+    from fairfix.correct.bundle import save_progressive_bundle
+    from fairfix.correct.progressive import correct_many, parse_minority
+    from fairfix.models import load_model
+    from fairfix.models.factory import trusted_factories
+    from fairfix.report.compare import build_compare
+    from fairfix.report.io import write_atomic
+
+    data, det_raw, corr_raw = recipe.section("data"), recipe.section("detector"), recipe.section("correct")
+    label = data["label"]
+    bundle_dir = out / "bundle"
+    try:
+        minority = parse_minority([str(m) for m in det_raw.get("minority") or []], groups)
+    except errors.FairfixError as exc:
+        raise _at(recipe, "detector", exc) from None
+    dcfgs = [dataclasses.replace(det_cfg, mode=str(m)) for m in (modes * len(groups) if len(modes) == 1 else modes)]
+
+    def do_correct() -> None:
+        corrected, res = correct_many(train_frame, model, label=label, groups=groups, minority=minority,
+                                      detector_configs=dcfgs, config=corr_cfg, eval_data=eval_frame,
+                                      progress=progress)
+        save_progressive_bundle(bundle_dir, corrected, force=True,
+                                config={**dataclasses.asdict(corr_cfg), "label": label, "group": groups,
+                                        "recipe": recipe.name},
+                                reports={"before": res["before"], "after": res["after"], "compare": res["compare"]})
+
+    result["steps"]["detect"] = "in correct"
+    if step("correct", {"data": data_key, "model": model.digest, "detector": det_raw, "correct": corr_raw,
+                        "groups": groups}, [bundle_dir / "fairfix.json"], do_correct):
+        return result
+    after_path = out / "audit_after.json"
+    with trusted_factories(factory):
+        corrected = load_model(bundle_dir)
+    if step("audit_after", {"data": data_key, "bundle": corrected.digest, "audit": audit_kw}, [after_path],
+            audit_to(after_path, corrected)):
+        return result
+    compare_path = out / "compare.json"
+    cmp_gates = [str(g) for g in recipe.section("compare").get("fail_on") or []]
+    bundle_compare = json.loads((bundle_dir / "compare.json").read_text())
+
+    def do_compare() -> None:
+        doc = build_compare(json.loads(before_path.read_text()), json.loads(after_path.read_text()),
+                            fail_on=cmp_gates, extra={"adapter_enabled": bundle_compare.get("adapter_enabled"),
+                                                      "attributes": bundle_compare.get("attributes"),
+                                                      "recipe": recipe.name})
         write_atomic(compare_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n", force=True)
 
     step("compare", {"before": _hash(before_path.read_text()), "after": _hash(after_path.read_text()),

@@ -266,10 +266,14 @@ def log_compare(run: Run, doc: Mapping[str, Any], name: str = "compare.json") ->
     run.json(doc, name)
 
 
-def log_correction(run: Run, record: Mapping[str, Any], bundle: str | Path | None) -> None:
-    """A correction's config as params, its per-epoch steps, and the bundle under ``bundle/``."""
-    run.params({f"correct.{k}": v for k, v in (record.get("config") or {}).items()})
-    run.steps(epoch_steps(record))
+def log_correction(run: Run, record: Mapping[str, Any], bundle: str | Path | None, *, prefix: str = "") -> None:
+    """A correction's config as params, its per-epoch steps, and the bundle under ``bundle/``.
+
+    ``prefix`` names one attribute of a progressive correction (``"race/"``): its params and
+    series are ``correct.race/...`` and ``race/train/loss``, ``race/val/accuracy``, ...
+    """
+    run.params({f"correct.{prefix}{k}": v for k, v in (record.get("config") or {}).items()})
+    run.steps({f"{prefix}{name}": series for name, series in epoch_steps(record).items()})
     if bundle is not None:
         run.directory(bundle, "bundle")
 

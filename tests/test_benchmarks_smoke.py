@@ -59,3 +59,16 @@ def test_guard_rules_imports_the_protocol() -> None:
             "assert callable(fairnet_tasks.adult_task) and callable(fairnet_protocol.seed_split)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+def test_multi_attribute_quick_prints_the_table(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "multi_attribute.py"), "--quick", "--seeds", "1",
+           "--datasets", "Adult", "--json", str(tmp_path / "runs.json")]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"benchmarks/multi_attribute.py --quick took over {TIMEOUT_S} s on this machine")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "### Adult (sex then race)" in proc.stdout
+    for row in ("| ERM |", "| fairfix (sex only) |", "| fairfix (sex then race) |"):
+        assert row in proc.stdout
+    assert "WGA sex x race" in proc.stdout

@@ -215,3 +215,23 @@ def test_bad_yaml_is_exit_2(tmp_path, text):
     res = runner.invoke(app, ["run", str(path), "--check"])
     assert res.exit_code == 2, res.output
     assert str(path) in res.stderr and "unexpected" not in res.stderr
+
+
+def test_recipe_group_list_runs_a_progressive_correction(tmp_path):
+    """``data.group`` as a list: one detector and adapter per group, label modes per group."""
+    path = tmp_path / "multi.yaml"
+    path.write_text(SMALL.replace("  group: sex\n", "  group: [sex, race]\n  sensitive_fraction: [1.0, 0.5]\n")
+                    .replace("detector: {epochs: 2}", "detector: {epochs: 2, mode: [full, partial]}"))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", str(path), "--out", str(out), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert [a["group"] for a in doc["attributes"]] == ["sex", "race"]
+    assert [a["detector"]["mode"] for a in doc["attributes"]] == ["full", "partial"]
+    manifest = json.loads((out / "bundle" / "fairfix.json").read_text())
+    assert [a["group"] for a in manifest["attributes"]] == ["sex", "race"]
+    assert json.loads((out / "steps.json").read_text()).keys() >= {"train", "audit_before", "correct", "compare"}
+    bad = path.read_text().replace("mode: [full, partial]", "mode: [full, partial, none]")
+    path.write_text(bad)
+    res = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run2")])
+    assert res.exit_code == 2 and "detector.mode has 3 values for 2 groups" in res.output

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,17 +17,21 @@ def correct(
     data: Annotated[str, typer.Argument(help="Training table (CSV, Parquet, JSON Lines, -, adult:train).")],
     model: Annotated[str, typer.Option("--model", help="Base model directory.")],
     label: Annotated[str, typer.Option("--label", help="Label column.")],
-    group: Annotated[str, typer.Option("--group", help="Sensitive column.")],
+    group: Annotated[list[str], typer.Option(
+        "--group", help="Sensitive column; repeat it to correct several attributes in turn "
+                        "(one detector and adapter each).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
     detector: Annotated[Path | None, typer.Option(
         "--detector", help="Detector directory from `fairfix detect` (default: fit one)."
     )] = None,
     minority: Annotated[list[str] | None, typer.Option(
-        "--minority", help="Disadvantaged group value (repeatable; default: worst cell's group)."
+        "--minority",
+        help="Disadvantaged group value (repeatable; COL=VALUE with several --group; default: worst cell's group).",
     )] = None,
-    mode: Annotated[str, typer.Option(
-        "--mode", help="Detector label mode when fitting one: auto, full, partial, none."
-    )] = "auto",
+    mode: Annotated[list[str] | None, typer.Option(
+        "--mode",
+        help="Detector label mode when fitting one: auto, full, partial, none (one per --group, or one for all).",
+    )] = None,
     rank: Annotated[int, typer.Option("--rank", help="LoRA rank.")] = 8,
     alpha: Annotated[float, typer.Option("--alpha", help="LoRA alpha.")] = 16.0,
     dropout: Annotated[float, typer.Option("--dropout", help="LoRA dropout.")] = 0.0,
@@ -98,6 +102,19 @@ def correct(
     log_to_mlflow = tracking.enabled(mlflow)
     if log_to_mlflow:
         tracking.check_available()
+    modes = list(mode or ["auto"])
+    if len(group) > 1:
+        from fairfix.correct.progressive import check_groups, parse_minority
+
+        check_groups(group, {"--mode": modes})
+        if detector is not None:
+            raise errors.UsageError("--detector: with several --group a detector is fitted per attribute, in turn, "
+                                    "on the model corrected so far; drop --detector")
+        if resume:
+            raise errors.UsageError("--resume: not available with several --group")
+        minorities = parse_minority(minority, group)
+    elif len(modes) > 1:
+        raise errors.UsageError(f"--mode: {len(modes)} values for one --group")
     if tau == "auto":
         tau_value = None
     else:
@@ -111,18 +128,25 @@ def correct(
                            epochs=epochs, batch_size=batch_size, lr=lr, tau=tau_value,
                            max_accuracy_drop=max_accuracy_drop, guard_se=guard_se, val_fraction=val_fraction, seed=seed)
     base = _model.load(model, factory, None, None)
+    if len(group) > 1:
+        _correct_many(data, base, label=label, groups=group, minority=minorities, modes=modes, seed=seed,
+                      config=config, eval_data=eval_data, input_format=input_format, out=out, fmt=fmt,
+                      output=output, force=force, max_accuracy_drop=max_accuracy_drop, guard_se=guard_se,
+                      quiet=quiet, log_to_mlflow=log_to_mlflow, model_path=model)
+        return
+    group_col, mode_value = group[0], modes[0]
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():
         raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")
     with _output.StageProgress(quiet=quiet) as progress:
         corrected, result = run_correct(
-            data, base, label=label, group=group, minority=minority,
+            data, base, label=label, group=group_col, minority=minority,
             detector=str(detector) if detector is not None else None,
-            detector_config=DetectorConfig(mode=mode, seed=seed), config=config, eval_data=eval_data,
+            detector_config=DetectorConfig(mode=mode_value, seed=seed), config=config, eval_data=eval_data,
             input_format=input_format, progress=progress, checkpoint=checkpoint, resume=resume)
     save_bundle(out, corrected, result["record"], force=force,
                 reports={"before": result["before"], "after": result["after"], "compare": result["compare"]},
-                extra_config={"label": label, "group": group})
+                extra_config={"label": label, "group": group_col})
     import shutil
 
     shutil.rmtree(checkpoint, ignore_errors=True)
@@ -148,4 +172,51 @@ def correct(
             run.params({"label": label, "group": group, "model": model, "data": data})
             tracking.log_compare(run, doc)
             tracking.log_correction(run, result["record"], out)
+        _output.note(f"logged to MLflow run {run.run_id}")
+
+
+def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minority: dict[str, list[str]],
+                  modes: list[str], seed: int, config: Any, eval_data: str | None, input_format: str | None,
+                  out: Path, fmt: Format | None, output: Path | None, force: bool, max_accuracy_drop: float,
+                  guard_se: float, quiet: bool, log_to_mlflow: bool, model_path: str) -> None:
+    """Several ``--group``: progressive correction, one bundle with a named adapter per attribute."""
+    from fairfix.correct.bundle import save_progressive_bundle
+    from fairfix.correct.progressive import correct_many
+    from fairfix.detect.fit import DetectorConfig
+
+    with _output.StageProgress(quiet=quiet) as progress:
+        corrected, result = correct_many(
+            data, base, label=label, groups=groups, minority=minority,
+            detector_configs=[DetectorConfig(mode=m, seed=seed) for m in modes], config=config,
+            eval_data=eval_data, input_format=input_format, progress=progress)
+    from dataclasses import asdict
+
+    save_progressive_bundle(out, corrected, force=force, config={**asdict(config), "label": label, "group": groups},
+                            reports={"before": result["before"], "after": result["after"],
+                                     "compare": result["compare"]})
+    doc = result["compare"]
+    for a in doc["attributes"]:
+        if a["adapter_enabled"]:
+            ch = a["chosen"]
+            where = "every row" if ch.get("gate") == "all" else f"rows with risk > {ch['tau']:.2f}"
+            bv = a["base_validation"]
+            _output.note(f"{a['group']}: chose epoch {ch['epoch']}, strength {ch['strength']:g}, adapter on for "
+                         f"{where}: validation accuracy {ch['accuracy']:.4f} (before {bv['accuracy']:.4f}), "
+                         f"worst-group {ch['worst_group_accuracy']:.4f} (before {bv['worst_group_accuracy']:.4f})")
+        else:
+            reasons = a["guard"].get("reasons") or ["nothing passed the guard"]
+            _output.warn(f"{a['group']}: the adapter is disabled (its rows keep the outputs of the model corrected "
+                         f"before it): {reasons[0]} (--max-accuracy-drop {max_accuracy_drop:g}, "
+                         f"--guard-se {guard_se:g})")
+    _output.note(f"wrote bundle {out}")
+    _output.emit_compare(doc, fmt, output, force)
+    if log_to_mlflow:
+        from fairfix import tracking
+
+        with tracking.start("correct") as run:
+            run.params({"label": label, "group": groups, "model": model_path, "data": data})
+            tracking.log_compare(run, doc)
+            for group_col, record in zip(groups, result["records"], strict=True):
+                tracking.log_correction(run, record, None, prefix=f"{group_col}/")
+            run.directory(out, "bundle")
         _output.note(f"logged to MLflow run {run.run_id}")

@@ -8,6 +8,11 @@ Layout of a bundle directory (DESIGN.md section 5)::
     detector/fairfix.json, detector/detector.safetensors
     prototypes.safetensors       cells (C, 2, D), counts (C, 2), reference (C, D)
     before.json, after.json      fairfix.audit/1 of the base and of the corrected model
+
+A bundle of several attributes (progressive correction) holds ``adapter/<name>/`` per
+attribute (PEFT's layout for named adapters), ``detectors/<name>/`` and
+``prototypes/<name>.safetensors``, and lists them in the manifest's ``attributes``
+(:func:`save_progressive_bundle`; docs/artifacts.md).
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ def load_bundle(path: str | Path, manifest: dict[str, Any], base: Any) -> Any:
     from fairfix.models.offline import hub_offline
 
     p = Path(path)
+    if "attributes" in manifest:  # several attributes, one named adapter each
+        return load_progressive_bundle(p, manifest, base)
     detector = load_detector(p / "detector", base)
     _check_adapter_files(p, manifest)
     try:
@@ -111,3 +118,139 @@ def _check_adapter_files(p: Path, manifest: dict[str, Any]) -> None:
     pickled = [n for n in files if n.startswith("adapter/") and n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     if pickled:
         raise errors.ModelError(f"{p}: pickled adapter file {pickled[0]}; fairfix loads safetensors only")
+
+
+# -- several attributes (progressive correction) ------------------------------------------
+
+
+def save_progressive_bundle(out: str | Path, corrected: Any, *, reports: dict[str, Any],
+                            config: dict[str, Any], force: bool = False) -> dict[str, Any]:
+    """Write a :class:`~fairfix.correct.progressive.ProgressiveModel` as a bundle directory.
+
+    Its adapters in PEFT's own layout for named adapters (``adapter/<name>/adapter_config.json``
+    and ``adapter_model.safetensors``, from one ``save_pretrained``); per attribute, its detector
+    (``detectors/<name>/``) and prototypes (``prototypes/<name>.safetensors``); the manifest's
+    ordered ``attributes`` list says which adapter, detector, tap layer and gate each one uses.
+    """
+    from safetensors.torch import save_file
+
+    from fairfix.artifacts import write_artifact
+
+    attrs = corrected.attributes
+
+    def write(tmp: Path) -> None:
+        corrected.peft_model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
+        (tmp / "detectors").mkdir()
+        (tmp / "prototypes").mkdir()
+        for a in attrs:
+            a.detector.save(tmp / "detectors" / a.adapter)
+            save_file({k: v.contiguous().float() if v.is_floating_point() else v.contiguous()
+                       for k, v in a.prototypes.items()}, str(tmp / "prototypes" / f"{a.adapter}.safetensors"))
+        for name, rep in reports.items():
+            (tmp / f"{name}.json").write_text(json.dumps(rep, indent=2, allow_nan=False) + "\n")
+
+    base = corrected.base
+    return write_artifact(
+        out, kind="bundle", schema=SCHEMA, write_files=write, force=force, config=config,
+        extra={
+            "base_model": {"path": str(base.path) if base.path else None, "sha256": base.digest,
+                           "kind": base.kind},
+            # the first attribute's gate at the top, for the single-attribute fields' checks
+            "tap_layer": attrs[0].tap_layer,
+            "tau": None,
+            "adapter_enabled": corrected.enabled,
+            "targets": sorted({t for a in attrs for t in a.targets}),
+            "classes": base.classes,
+            "positive": base.positive,
+            "attributes": [{
+                "group": a.group, "adapter": a.adapter, "detector": f"detectors/{a.adapter}",
+                "prototypes": f"prototypes/{a.adapter}.safetensors", "tap_layer": a.tap_layer, "tau": a.tau,
+                "gate": a.gate, "adapter_enabled": a.enabled, "targets": a.targets,
+                "fitted_on": a.record.get("fitted_on"), "correction": a.record["correction"],
+                "guard": a.record["guard"], "chosen": a.record["chosen"],
+                "base_validation": a.record["base_validation"], "sweep": a.record["sweep"],
+            } for a in attrs],
+        },
+    )
+
+
+def check_attributes(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's ``attributes`` list, each entry's fields checked (ModelError naming the bad one)."""
+    import math
+    import re
+
+    from fairfix.artifacts import MANIFEST
+
+    attrs = manifest.get("attributes")
+    if not isinstance(attrs, list) or not attrs:
+        raise errors.ModelError(f"{MANIFEST}: bad 'attributes' ({attrs!r})")
+    seen: set[str] = set()
+    for i, a in enumerate(attrs):
+        where = f"{MANIFEST}: attributes[{i}]"
+        if not isinstance(a, dict):
+            raise errors.ModelError(f"{where}: not a mapping")
+        name, tau = a.get("adapter"), a.get("tau")
+        checks = [
+            ("group", isinstance(a.get("group"), str)),
+            ("adapter", isinstance(name, str) and re.fullmatch(r"[A-Za-z_][0-9A-Za-z_]{0,80}", name) is not None
+             and name not in seen),
+            ("detector", a.get("detector") == f"detectors/{name}"),
+            ("prototypes", a.get("prototypes") == f"prototypes/{name}.safetensors"),
+            ("tap_layer", isinstance(a.get("tap_layer"), str)),
+            ("tau", tau is None or (isinstance(tau, int | float) and not isinstance(tau, bool) and math.isfinite(tau))),
+            ("gate", a.get("gate") in ("detector", "all")),
+            ("adapter_enabled", isinstance(a.get("adapter_enabled"), bool)),
+            ("targets", isinstance(a.get("targets"), list)),
+        ]
+        for key, ok in checks:
+            if not ok:
+                raise errors.ModelError(f"{where}: bad {key!r} ({a.get(key)!r})")
+        if a["adapter_enabled"] and a["gate"] == "detector" and tau is None:
+            raise errors.ModelError(f"{where}: an enabled detector gate needs a 'tau'")
+        seen.add(str(name))
+    return attrs
+
+
+def load_progressive_bundle(p: Path, manifest: dict[str, Any], base: Any) -> Any:
+    """Load a bundle of several attributes onto ``base`` (already checked against the manifest's sha256)."""
+    from peft import PeftModel
+
+    from fairfix.artifacts import member
+    from fairfix.correct.progressive import Attribute, ProgressiveModel
+    from fairfix.detect.fit import load_detector
+    from fairfix.models.base import load_safetensors
+    from fairfix.models.offline import hub_offline
+
+    attrs = check_attributes(manifest)
+    files = manifest.get("files") or {}
+    for a in attrs:
+        for name in (f"adapter/{a['adapter']}/adapter_config.json", f"adapter/{a['adapter']}/adapter_model.safetensors",
+                     a["prototypes"]):
+            if name not in files:
+                raise errors.ModelError(f"{p}: {name} is not listed in the manifest; the bundle is incomplete")
+            member(p, name)
+    pickled = [n for n in files if n.startswith("adapter/") and n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    if pickled:
+        raise errors.ModelError(f"{p}: pickled adapter file {pickled[0]}; fairfix loads safetensors only")
+    try:
+        with hub_offline():  # local folders only
+            first = attrs[0]["adapter"]
+            peft_model = PeftModel.from_pretrained(base.module, str(p / "adapter" / first), adapter_name=first,
+                                                   local_files_only=True)
+            for a in attrs[1:]:
+                peft_model.load_adapter(str(p / "adapter" / a["adapter"]), adapter_name=a["adapter"],
+                                        local_files_only=True)
+    except Exception as exc:  # peft raises many types for a bad adapter folder
+        raise errors.ModelError(f"{p / 'adapter'}: cannot load the PEFT adapters ({exc})") from exc
+    peft_model.eval()
+    base.module = peft_model.base_model.model
+    loaded = []
+    for a in attrs:
+        detector = load_detector(p / a["detector"], base)
+        protos = load_safetensors(p / a["prototypes"])
+        base.check_layer(a["tap_layer"])
+        loaded.append(Attribute(a["group"], a["adapter"], detector, a["tap_layer"], a["tau"], a["adapter_enabled"],
+                                a["gate"], list(a["targets"]), {k: torch.as_tensor(v) for k, v in protos.items()},
+                                {k: a.get(k) for k in ("fitted_on", "correction", "guard", "chosen",
+                                                       "base_validation", "sweep")}))
+    return ProgressiveModel(base, peft_model, loaded, path=p, digest=manifest.get("digest"), manifest=manifest)

@@ -24,6 +24,7 @@ from fairfix import errors
 from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
 from fairfix.correct.loss import hinge
 from fairfix.correct.prototypes import cell_means
+from fairfix.correct.stacking import Stage, stacked
 from fairfix.models.base import INPUT, Model
 
 TAUS = (*(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19)), 0.97, 0.99)
@@ -170,15 +171,26 @@ def _index(inputs: dict[str, torch.Tensor], ids: Any) -> dict[str, torch.Tensor]
 
 
 def head_inputs(model: Model, inputs: dict[str, torch.Tensor], tap: str, detector: Any, batch: int,
-                ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """Base pass over all rows: head inputs ``z (N, D)``, risk ``(N,)``, probabilities ``(N, C)``."""
+                prior: Sequence[Any] = ()) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Base pass over all rows: head inputs ``z (N, D)``, risk ``(N,)``, probabilities ``(N, C)``.
+
+    ``prior``: the stages (:class:`~fairfix.correct.stacking.Stage`) of the attributes corrected
+    before, gated as at inference: the pass is then the model corrected so far.
+    """
+    from fairfix.correct.stacking import stacked_forward
+
     zs, risks, probas = [], [], []
     n = len(next(iter(inputs.values())))
     for start in range(0, n, batch):
         part = _index(inputs, slice(start, start + batch))
         with model.capture_input(model.head_layer) as store:
-            logits, risk, _ = gated_forward(model, part, tap_layer=tap, mode="detector",
-                                            detector=detector, tau=math.inf)
+            if prior:
+                logits, rs, _ = stacked_forward(model, part, [*prior, Stage(None, tap, "detector", detector,
+                                                                            math.inf)])
+                risk = rs[-1]
+            else:
+                logits, risk, _ = gated_forward(model, part, tap_layer=tap, mode="detector",
+                                                detector=detector, tau=math.inf)
         zs.append(store["in"].detach())
         risks.append(risk)
         probas.append(torch.softmax(logits.float(), -1).double().numpy())
@@ -233,14 +245,16 @@ def layers_after(model: Model, names: Sequence[str], tap: str) -> list[str]:
     return after or list(names)
 
 
-def set_strength(module: torch.nn.Module, strength: float, alpha: float, rank: int) -> None:
-    """Scale every LoRA update of ``module`` to ``strength`` times its trained size."""
+def set_strength(module: torch.nn.Module, strength: float, alpha: float, rank: int, adapter: str = ADAPTER) -> None:
+    """Scale every LoRA update of ``adapter`` in ``module`` to ``strength`` times its trained size."""
+    layer: Any
     for layer in lora_layers(module):
-        layer.scaling[ADAPTER] = strength * alpha / rank
+        if adapter in layer.scaling:
+            layer.scaling[adapter] = strength * alpha / rank
 
 
-def _lora_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items() if "lora_" in k}
+def _lora_state(module: torch.nn.Module, adapter: str = ADAPTER) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if "lora_" in k and f".{adapter}." in k}
 
 
 # -- what to correct -------------------------------------------------------------------
@@ -313,8 +327,18 @@ def fit_fairnet(
     progress: Callable[..., None] | None = None,
     checkpoint: Path | None = None,
     resume: bool | str = False,
+    adapter: str = ADAPTER,
+    prior: Sequence[Any] = (),
+    peft_prior: Any = None,
 ) -> tuple[CorrectedModel, dict[str, Any]]:
     """Train the adapter and choose (epoch, strength, gate) under the no-loss guard.
+
+    Progressive correction (:mod:`fairfix.correct.progressive`) names the adapter
+    (``adapter``) and passes the attributes corrected before: ``prior`` their gates
+    (:class:`~fairfix.correct.stacking.Stage`, as at inference) and ``peft_prior`` the
+    PeftModel of ``model`` that holds their adapters; the new adapter is added beside
+    them and trained on the model they correct.  ``val["guard_groups"]`` (``{name: group
+    codes}``) adds attributes whose validation worst-group accuracy must not drop.
 
     ``resume``: True continues the interrupted run in ``checkpoint`` (exit 2 when it was
     written for other data, options, base or detector); ``"if-matching"`` continues it only
@@ -331,8 +355,9 @@ def fit_fairnet(
     tap = detector.layer
     dev_batch = 4096
     base = model
-    z_tr, risk_tr, proba_tr = head_inputs(base, train["inputs"], tap, detector.module, dev_batch)
-    _, risk_val, proba_val = head_inputs(base, val["inputs"], tap, detector.module, dev_batch)
+    z_tr, risk_tr, proba_tr = head_inputs(base, train["inputs"], tap, detector.module, dev_batch, prior)
+    _, risk_val, proba_val = head_inputs(base, val["inputs"], tap, detector.module, dev_batch, prior)
+    stackwise = bool(prior) or adapter != ADAPTER  # several named adapters: the stacked pass
     n_classes = len(model.classes)
     pos = model.positive_index
     y_np = np.asarray(train["y"])
@@ -359,6 +384,9 @@ def fit_fairnet(
     reference = torch.where(counts[torch.arange(n_classes), ref_idx].unsqueeze(1) > 0, reference, overall)
 
     base_metrics = guard_metrics(base_pred_val, y_val, val["group"], n_classes, pos)
+    guard_groups = val.get("guard_groups") or {}
+    base_others = {name: guard_metrics(base_pred_val, y_val, codes, n_classes, pos)["worst_group_accuracy"]
+                   for name, codes in guard_groups.items()}
     # what a checkpoint is written for (a digest of every input row: only when checkpointing)
     key = run_key(base, detector, train, val, config) if checkpoint is not None else {}
 
@@ -386,19 +414,33 @@ def fit_fairnet(
         # -- the adapter (peft LoRA on layers after the tap)
         from peft import LoraConfig, get_peft_model
 
-        work = copy.deepcopy(base)
+        if peft_prior is None:
+            work = copy.deepcopy(base)
+        else:  # one copy of both, so that work.module stays the PeftModel's module
+            work, peft_model = copy.deepcopy((base, peft_prior))
         targets = config.targets or layers_after(work, work.default_lora_targets, tap)
         lcfg = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                           target_modules=targets, init_lora_weights=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            peft_model = get_peft_model(work.module, lcfg, adapter_name=ADAPTER)
+            if peft_prior is None:
+                peft_model = get_peft_model(work.module, lcfg, adapter_name=adapter)
+            else:
+                peft_model.add_adapter(adapter, lcfg)
         work.module = peft_model.base_model.model  # the same module object, now holding LoRA layers
-        if not lora_layers(work.module):
+        if not any(adapter in getattr(layer, "lora_A", {}) for layer in lora_layers(work.module)):
             raise errors.UsageError(f"--targets {targets}: no layer of the model matched")
-        params = [p for n, p in work.module.named_parameters() if "lora_" in n]
+        mine = f".{adapter}."
+        params = [p for n, p in work.module.named_parameters() if "lora_" in n and mine in n]
         for n, p in work.module.named_parameters():
-            p.requires_grad_("lora_" in n)
+            p.requires_grad_("lora_" in n and mine in n)
+        stages_on = [*prior, Stage(adapter, tap, "on")]  # the stacked pass: this adapter on for every row
+
+        def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+            if not stackwise:
+                return work.forward(inputs)
+            with stacked(work, stages_on, inputs.get("attention_mask")):
+                return work.forward(inputs)
         work.module.eval()  # base dropout off; only LoRA weights train
 
         sweep: list[dict[str, Any]] = []
@@ -434,7 +476,7 @@ def fit_fairnet(
                 for s in range(0, len(perm), config.batch_size):
                     ids = perm[s : s + config.batch_size]  # row ids
                     with work.capture_input(work.head_layer) as store:
-                        logits = work.forward(_index(train["inputs"], ids))  # adapter on for these rows
+                        logits = forward(_index(train["inputs"], ids))  # adapter on for these rows
                     w = weights_all[ids]
                     loss = logits.new_zeros(())
                     cmask = contrastive_all[ids]
@@ -454,9 +496,9 @@ def fit_fairnet(
                     total += float(loss.detach()) * len(ids)
                 # -- validation: adapter on for every row at each strength; the gate comes after
                 for strength in config.strengths:
-                    set_strength(work.module, strength, config.alpha, config.rank)
+                    set_strength(work.module, strength, config.alpha, config.rank, adapter)
                     with torch.no_grad():
-                        on = [work.forward(_index(val["inputs"], slice(s, s + dev_batch))).argmax(1).numpy()
+                        on = [forward(_index(val["inputs"], slice(s, s + dev_batch))).argmax(1).numpy()
                               for s in range(0, len(y_val), dev_batch)]
                     adapted = np.concatenate(on)
                     for gate, tau in gates:
@@ -467,8 +509,12 @@ def fit_fairnet(
                         sweep.append({"epoch": epoch + 1, "strength": strength, "gate": gate, "tau": tau,
                                       "activation_rate": float(flag.mean()), **m,
                                       "accuracy_gain": gain, "accuracy_gain_se": se})
-                set_strength(work.module, 1.0, config.alpha, config.rank)
-                states.append(_lora_state(work.module))
+                        if guard_groups:
+                            sweep[-1]["attribute_worst_group_accuracy"] = {
+                                name: guard_metrics(pred, y_val, codes, n_classes, pos)["worst_group_accuracy"]
+                                for name, codes in guard_groups.items()}
+                set_strength(work.module, 1.0, config.alpha, config.rank, adapter)
+                states.append(_lora_state(work.module, adapter))
                 history.append(total / len(perm))
                 hinge_history.append(n_open / n_anchor if n_anchor else 0.0)
                 if checkpoint is not None:
@@ -501,6 +547,10 @@ def fit_fairnet(
         r.setdefault("gate", "detector")
         r["passes_guard"] = bool(r["accuracy"] >= floor and r["accuracy_gain"] - config.guard_se
                                  * r["accuracy_gain_se"] >= -config.max_accuracy_drop - 1e-12)
+        if guard_groups:  # no other attribute's worst cell may drop below its value before this step
+            r["passes_guard"] = r["passes_guard"] and all(
+                not (base_others[name] > r["attribute_worst_group_accuracy"][name] + 1e-12)
+                for name in guard_groups)
     passing = [r for r in sweep if r["passes_guard"]
                and r["worst_group_accuracy"] > base_metrics["worst_group_accuracy"] + 1e-12]
     choice = max(passing, key=lambda r: (r["worst_group_accuracy"], r["accuracy"], -r["activation_rate"]),
@@ -513,15 +563,25 @@ def fit_fairnet(
     rows = fit["rows"]
     if enabled:
         work.module.load_state_dict(states[choice["epoch"] - 1], strict=False)
-        set_strength(work.module, choice["strength"], config.alpha, config.rank)
-        peft_model.peft_config[ADAPTER].lora_alpha = config.alpha * choice["strength"]
+        set_strength(work.module, choice["strength"], config.alpha, config.rank, adapter)
+        peft_model.peft_config[adapter].lora_alpha = config.alpha * choice["strength"]
     else:  # ship a no-op adapter (B = 0), so that even a forced pass cannot apply a rejected update
         work.module.load_state_dict(states[-1], strict=False)
         with torch.no_grad():
-            for layer in lora_layers(work.module):
-                layer.lora_B[ADAPTER].weight.zero_()
+            for lora in lora_layers(work.module):
+                b: Any = lora.lora_B
+                if adapter in b:
+                    b[adapter].weight.zero_()
     gate = choice["gate"] if enabled else "detector"
     reasons = why_off(hinge_start, detector, plan, config) if not enabled else []
+    if not enabled and guard_groups:  # settings that helped this attribute but lowered another's worst cell
+        blocked = sorted({name for r in sweep if r["accuracy"] >= floor
+                          and r["worst_group_accuracy"] > base_metrics["worst_group_accuracy"] + 1e-12
+                          for name in guard_groups
+                          if base_others[name] > r["attribute_worst_group_accuracy"][name] + 1e-12})
+        if blocked:
+            reasons.insert(0, f"every setting that raised this attribute's worst cell lowered the worst cell of "
+                              f"{', '.join(map(repr, blocked))} on validation")
     corrected_plan = choice["groups"] if enabled else plans[-1]
     correction = {
         "groups": corrected_plan,
@@ -549,7 +609,8 @@ def fit_fairnet(
         "gate": gate,
         "correction": correction,
         "guard": {"max_accuracy_drop": config.max_accuracy_drop, "guard_se": config.guard_se,
-                  "floor": floor, "reason": "; ".join(reasons) if reasons else None, "reasons": reasons},
+                  "floor": floor, "reason": "; ".join(reasons) if reasons else None, "reasons": reasons,
+                  **({"attribute_worst_group_accuracy_before": base_others} if guard_groups else {})},
         "sweep": sweep,
         "train_rows": int(len(rows)),
         "loss_history": history,

@@ -87,6 +87,19 @@ def _group_name(g: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in g.items())
 
 
+def _attribute_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """One row per corrected attribute (progressive correction): before -> after of its own audit."""
+    rows = []
+    for a in doc.get("attributes") or []:
+        b, f, d = a["before"], a["after"], a.get("detector") or {}
+        rows.append([str(a["group"]),
+                     *[f"{fmt_num(b.get(k))} → {fmt_num(f.get(k))} ({_signed(a['delta'].get(k))})"
+                       for k in ("accuracy", "worst_group_accuracy")],
+                     f"{fmt_num(d.get('tpr'))} / {fmt_num(d.get('fpr'))}", fmt_num(d.get("activation_rate")),
+                     ("on" if a.get("adapter_enabled") else "off") + f" ({a.get('gate') or '-'})"])
+    return rows
+
+
 def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str:
     """The comparison as JSON, CSV (per group), Markdown, or Rich tables (drawn on ``console``)."""
     if fmt is Format.json:
@@ -110,6 +123,10 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
             cells = [f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
                      for k in ("accuracy", "tpr", "fpr") if k in g]
             lines.append(f"| {_group_name(g['group'])} | {g['n']} | " + " | ".join(cells) + " |")
+        if doc.get("attributes"):
+            lines += ["", "| attribute | accuracy | worst-group accuracy | detector TPR / FPR | activation | adapter |",
+                      "|---|---|---|---|---|---|"]
+            lines += ["| " + " | ".join(row) + " |" for row in _attribute_rows(doc)]
         corr = doc.get("correction")
         if corr:
             lines += ["", "| groups corrected | gate | anchors | hinge open | adapter |", "|---|---|---|---|---|",
@@ -135,6 +152,14 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
                    *[f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
                      for k in ("accuracy", "tpr", "fpr") if k in g])
     console.print(gt)
+    if doc.get("attributes"):
+        at = Table(title="per attribute (in fit order); the summary above is over their intersection",
+                   title_justify="left")
+        for c in ("attribute", "accuracy", "worst-group accuracy", "detector TPR / FPR", "activation", "adapter"):
+            at.add_column(c, justify="left" if c == "attribute" else "right")
+        for cells in _attribute_rows(doc):
+            at.add_row(*cells)
+        console.print(at)
     det = doc.get("detector")
     if det:
         dt = Table(title=f"detector (tau {fmt_num(doc.get('tau'))})", title_justify="left")

@@ -525,6 +525,23 @@ def _compare_body(doc: dict[str, Any], plot: _Plotter) -> list[str]:
     out.append('<p class="meta">Green: the change goes the right way (higher accuracy, '
                "smaller gaps); red: the wrong way.</p>")
 
+    attrs = doc.get("attributes")
+    if isinstance(attrs, list) and attrs:  # progressive correction: one row per attribute, in fit order
+        out.append("<h2>Per attribute</h2>")
+        arows = []
+        for a in attrs:
+            if not isinstance(a, dict):
+                continue
+            b, f, d = a.get("before") or {}, a.get("after") or {}, a.get("detector") or {}
+            cells = [f"{_e(fmt_num(b.get(k)))} → {_e(fmt_num(f.get(k)))}" for k in ("accuracy", "worst_group_accuracy")]
+            arows.append([_e(a.get("group", "-")), *cells, _e(d.get("mode", "-")),
+                          f"{_e(fmt_num(d.get('tpr')))} / {_e(fmt_num(d.get('fpr')))}",
+                          _e(fmt_num(d.get("activation_rate"))), "on" if a.get("adapter_enabled") else "off"])
+        out.append(_table(["attribute", "accuracy", "worst-group accuracy", "labels", "detector TPR / FPR",
+                           "activation rate", "adapter"], arows))
+        out.append('<p class="meta">Each attribute audited alone, before and after the whole correction; '
+                   "the tables above are over the intersection of the attributes.</p>")
+
     det = doc.get("detector")
     if isinstance(det, dict):
         out.append("<h2>Detector</h2>")

@@ -372,3 +372,60 @@ def test_unflagged_rows_stay_exact_with_non_finite_adapter(setup):
     keep = torch.as_tensor(~flagged)
     assert 0 < keep.sum() < len(keep)
     assert torch.equal(logits[keep], base[keep])
+
+
+class _Projection:
+    """A second "detector" for the stacked gate: a fixed random projection of the tap, independent of the first."""
+
+    def __init__(self, dim: int, seed: int):
+        self.w = torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+
+    def risk(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        v = values.float()
+        if v.dim() == 3:  # token states (B, T, D): mean over the real tokens
+            m = torch.ones(v.shape[:2]) if mask is None else mask.float()
+            v = (v * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True)
+        return torch.sigmoid(v @ self.w[: v.shape[1]])
+
+
+def test_two_stacked_adapters_one_pass_matches_peft_and_spares_unflagged_rows(setup):
+    """Several attributes (fairfix.correct.stacking) on every kind: rows flagged by no stage are
+    bit-identical to the base; every other row equals peft's forward with its adapters active together."""
+    from peft import LoraConfig
+
+    from fairfix.correct.stacking import Stage, stacked_forward
+
+    s = setup
+    work, pm = copy.deepcopy((s.corrected.base, s.corrected.peft_model))
+    targets = sorted({n.rsplit(".lora_A", 1)[0] for n, _ in work.module.named_modules() if n.endswith(".lora_A")})
+    pm.add_adapter("second", LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for layer in lora_layers(work.module):
+            w = layer.lora_B["second"].weight
+            w.copy_(torch.randn(w.shape, generator=gen) * 0.5)
+    tap = s.corrected.tap_layer
+    risk1 = _risk(s)
+    with torch.no_grad(), s.base.capture(tap) as store:
+        s.base.forward(s.inputs)
+    proj = _Projection(int(np.prod(store["out"].shape[2:] if store["out"].dim() == 3 else store["out"].shape[1:])), 3)
+    risk2 = proj.risk(store["out"], s.inputs.get("attention_mask") if store["out"].dim() == 3 else None)
+    stages = [Stage(ADAPTER, tap, "detector", s.detector.module, float(np.median(risk1))),
+              Stage("second", tap, "detector", proj, float(risk2.median()))]
+    logits, risks, flags = stacked_forward(work, s.inputs, stages)
+    np.testing.assert_array_equal(risks[0], risk1)
+    base = _base_logits(s)
+    none = torch.as_tensor(~flags[0] & ~flags[1])
+    assert none.any()
+    assert torch.equal(logits[none], base[none])
+    for pattern in ((True, False), (False, True), (True, True)):
+        rows = np.flatnonzero((flags[0] == pattern[0]) & (flags[1] == pattern[1]))
+        assert len(rows), pattern
+        idx = torch.as_tensor(rows)
+        pm.base_model.set_adapter([n for n, on in zip((ADAPTER, "second"), pattern, strict=True) if on])
+        with torch.no_grad():
+            ref = work.forward({k: v[idx] for k, v in s.inputs.items()})
+        torch.testing.assert_close(logits[idx], ref, rtol=1e-4, atol=1e-5)
+        assert not torch.equal(logits[idx], base[idx])
+    for layer in lora_layers(work.module):  # nothing left on the modules
+        assert "forward" not in vars(layer)
