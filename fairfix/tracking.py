@@ -273,9 +273,24 @@ def log_correction(run: Run, record: Mapping[str, Any], bundle: str | Path | Non
     series are ``correct.race/...`` and ``race/train/loss``, ``race/val/accuracy``, ...
     """
     run.params({f"correct.{prefix}{k}": v for k, v in (record.get("config") or {}).items()})
-    run.steps({f"{prefix}{name}": series for name, series in epoch_steps(record).items()})
+    run.steps({metric_name(f"{prefix}{name}"): series for name, series in epoch_steps(record).items()})
     if bundle is not None:
         run.directory(bundle, "bundle")
+
+
+def log_attributes(run: Run, doc: Mapping[str, Any]) -> None:
+    """A progressive correction's per-attribute figures: ``<group>/before.KEY``, ``after.KEY``, ``delta.KEY``."""
+    values: dict[str, float] = {}
+    for a in doc.get("attributes") or []:
+        g = a["group"]
+        for side in ("before", "after", "delta"):
+            for key in ("accuracy", "worst_group_accuracy", "equalized_odds_difference"):
+                if (f := _finite((a.get(side) or {}).get(key))) is not None:
+                    values[metric_name(f"{g}/{side}.{key}")] = f
+        for key in ("tpr", "fpr", "activation_rate"):
+            if (f := _finite((a.get("detector") or {}).get(key))) is not None:
+                values[metric_name(f"{g}/detector.{key}")] = f
+    run.metrics(values)
 
 
 def record_from_bundle(bundle: str | Path) -> dict[str, Any]:

@@ -138,12 +138,13 @@ def _scoring_frame(n: int, seed: int, classes: int = 2) -> pd.DataFrame:
     y = np.digitize(z, [-0.5, 0.5]) if classes == 3 else (z > 0).astype(int)
     labels = np.asarray(["lo", "mid", "hi"])[y] if classes == 3 else y
     return pd.DataFrame({"id": np.arange(n, dtype=np.int64) * 7, "x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2],
-                         "colour": rng.choice(["red", "green", "blue"], n), "grp": grp, "y": labels})
+                         "colour": rng.choice(["red", "green", "blue"], n), "grp": grp,
+                         "h": rng.choice(["p", "q"], n, p=[0.35, 0.65]), "y": labels})
 
 
 @pytest.fixture(scope="module")
 def scored_models(tmp_path_factory: Any) -> Path:
-    """A binary model, its FairNet bundle and a three-class model, made with the CLI."""
+    """A binary model, its FairNet bundle, a two-attribute bundle and a three-class model, made with the CLI."""
     d = tmp_path_factory.mktemp("spark-predict")
     _scoring_frame(1200, 0).to_csv(d / "train.csv", index=False)
     _scoring_frame(900, 1, classes=3).to_csv(d / "train3.csv", index=False)
@@ -155,6 +156,10 @@ def scored_models(tmp_path_factory: Any) -> Path:
         assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["correct", str(d / "train.csv"), "--model", str(d / "model"), "--label", "y",
                               "--group", "grp", "--minority", "min", "--epochs", "2", "--out", str(d / "bundle")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["correct", str(d / "train.csv"), "--model", str(d / "model"), "--label", "y",
+                              "--group", "grp", "--group", "h", "--minority", "grp=min", "--epochs", "2",
+                              "--out", str(d / "bundle2")])
     assert res.exit_code == 0, res.output
     return d
 
@@ -175,7 +180,7 @@ def _remote(spark: Any, d: Path, model: str, rows: str, partitions: int, **kw: A
 
 
 @pytest.mark.parametrize(("model", "rows"), [("model", "rows.parquet"), ("bundle", "rows.parquet"),
-                                             ("model3", "rows3.parquet")])
+                                             ("bundle2", "rows.parquet"), ("model3", "rows3.parquet")])
 def test_spark_predict_gives_fairfix_predicts_rows(spark: Any, scored_models: Path, tmp_path: Path,
                                                    model: str, rows: str) -> None:
     local = _local(scored_models, model, rows, tmp_path)
@@ -185,11 +190,13 @@ def test_spark_predict_gives_fairfix_predicts_rows(spark: Any, scored_models: Pa
     pd.testing.assert_frame_equal(one, local, check_exact=True)
     if model == "bundle":
         assert one["corrected"].dtype == bool and one["risk"].nunique() > 100
+    if model == "bundle2":  # one risk and one flag per attribute, and whether any adapter was on
+        assert ["corrected", "risk_grp", "corrected_grp", "risk_h", "corrected_h"] == list(one.columns[-5:])
     if model == "model3":
         assert [c for c in one.columns if c.startswith("score_")] == ["score_hi", "score_lo", "score_mid"]
     # Shuffled over three partitions: other batches, the same labels and flags, scores within 1e-6.
     many = _remote(spark, scored_models, model, rows, 3)
-    exact = ["id", "pred", *(["corrected"] if model == "bundle" else [])]
+    exact = ["id", "pred", *[c for c in local.columns if c.startswith("corrected")]]
     pd.testing.assert_frame_equal(many[exact], local[exact], check_exact=True)
     floats = [c for c in local.columns if c not in exact]
     np.testing.assert_allclose(many[floats].to_numpy(), local[floats].to_numpy(), rtol=0, atol=1e-6)

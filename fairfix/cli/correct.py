@@ -218,5 +218,6 @@ def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minori
             tracking.log_compare(run, doc)
             for group_col, record in zip(groups, result["records"], strict=True):
                 tracking.log_correction(run, record, None, prefix=f"{group_col}/")
+            tracking.log_attributes(run, doc)
             run.directory(out, "bundle")
         _output.note(f"logged to MLflow run {run.run_id}")

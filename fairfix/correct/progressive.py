@@ -77,6 +77,9 @@ class ProgressiveModel(Model):
         self.base = base  # its module holds every attribute's LoRA layers
         self.peft_model = peft_model
         self.attributes = list(attributes)
+        self.extra_outputs = {"corrected": "boolean"}  # the columns predict_with_extras adds, in its order
+        for a in self.attributes:
+            self.extra_outputs.update({f"risk_{a.group}": "double", f"corrected_{a.group}": "boolean"})
         self.batch_rows = base.batch_rows
         self.numeric_columns = base.numeric_columns
         self._lora: list[Any] | None = None

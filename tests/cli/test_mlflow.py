@@ -204,6 +204,34 @@ compare:
 """
 
 
+def test_correct_of_two_attributes_logs_each_attributes_series(store: Any, workspace: Path,
+                                                                tmp_path: Path) -> None:
+    d = workspace
+    frame = pd.read_csv(d / "train.csv")
+    frame["h"] = np.where(np.random.default_rng(5).random(len(frame)) < 0.4, "p", "q")
+    frame.to_csv(tmp_path / "train2.csv", index=False)
+    bundle = tmp_path / "bundle2"
+    res = runner.invoke(app, ["correct", str(tmp_path / "train2.csv"), "--model", str(d / "model"), "--label", "y",
+                              "--group", "grp", "--group", "h", "--minority", "grp=min", "--epochs", "2",
+                              "--out", str(bundle), "--format", "json", "--mlflow", "--quiet"])
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    doc = json.loads(res.stdout)
+    run = only_run(store)
+    m = run.data.metrics
+    assert m["after.worst_group_accuracy"] == pytest.approx(doc["after"]["summary"]["worst_group_accuracy"])
+    for a in doc["attributes"]:
+        g = a["group"]
+        assert m[f"{g}/after.worst_group_accuracy"] == pytest.approx(a["after"]["worst_group_accuracy"])
+        assert m[f"{g}/delta.accuracy"] == pytest.approx(a["delta"]["accuracy"])
+        loss = sorted(store.get_metric_history(run.info.run_id, f"{g}/train/loss"), key=lambda p: p.step)
+        assert [p.step for p in loss] == [1, 2]
+        val = store.get_metric_history(run.info.run_id, f"{g}/val/accuracy")
+        assert min(val, key=lambda p: p.step).value == pytest.approx(a["base_validation"]["accuracy"])
+    assert run.data.params["correct.h/epochs"] == "2"
+    files = {x.path for x in store.list_artifacts(run.info.run_id, "bundle")}
+    assert "bundle/fairfix.json" in files
+
+
 def test_run_logs_to_mlflow_writes_junit_and_one_line_per_stage(store: Any, tmp_path: Path) -> None:
     xmlschema = pytest.importorskip("xmlschema")
     recipe = tmp_path / "small.yaml"
