@@ -8,7 +8,6 @@ detector's flags) and so which rows and prototypes feed the loss.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -21,8 +20,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from fairfix import errors
+from fairfix.correct.checkpoint import load_checkpoint, run_key, save_checkpoint
 from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
 from fairfix.correct.loss import hinge
+from fairfix.correct.plan import (
+    HINGE_CLOSED,
+    accuracy_change,
+    cell_weights,
+    correction_plan,
+    guard_metrics,
+    why_off,
+)
 from fairfix.correct.prototypes import cell_means
 from fairfix.correct.stacking import Stage, stacked
 from fairfix.models.base import INPUT, Model
@@ -125,9 +133,10 @@ class CorrectedModel(Model):
         """``(logits, risk, flagged)`` of one pass; ``mode`` "detector" (default), "on" or "off"."""
         if mode is None:
             mode = ("on" if self.gate == "all" else "detector") if self.enabled else "off"
+        if tau is None:  # no tau: only a disabled adapter has none, and mode "off" reads none
+            tau = self.tau if self.tau is not None else math.inf
         return gated_forward(self.base, inputs, tap_layer=self.tap_layer, mode=mode,
-                             detector=self.detector.module,
-                             tau=self.tau if tau is None else tau, layers=self.lora)
+                             detector=self.detector.module, tau=tau, layers=self.lora)
 
     @torch.no_grad()
     def predict_with_extras(self, frame: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -137,7 +146,7 @@ class CorrectedModel(Model):
         elif self.gate == "all":
             tau = -math.inf  # every row; the risk column still reports the detector's score
         else:
-            tau = self.tau
+            tau = self.tau if self.tau is not None else math.inf
         logits, risk, flagged = gated_forward(
             self.base, self.encode(frame), tap_layer=self.tap_layer, mode="detector",
             detector=self.detector.module, tau=tau, layers=self.lora)
@@ -192,43 +201,10 @@ def head_inputs(model: Model, inputs: dict[str, torch.Tensor], tap: str, detecto
                 logits, risk, _ = gated_forward(model, part, tap_layer=tap, mode="detector",
                                                 detector=detector, tau=math.inf)
         zs.append(store["in"].detach())
+        assert risk is not None  # mode "detector" always scores the rows
         risks.append(risk)
         probas.append(torch.softmax(logits.float(), -1).double().numpy())
     return torch.cat(zs), np.concatenate(risks), np.concatenate(probas)
-
-
-def guard_metrics(pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_classes: int, positive: int | None
-                  ) -> dict[str, float]:
-    """Accuracy, worst-group accuracy and equalized-odds difference of class-index predictions.
-
-    ``g`` holds group codes (-1: unknown group, counted in accuracy only).
-    """
-    from fairfix.metrics import rates
-
-    acc = float((pred == y).mean())
-    known = g >= 0
-    n_groups = int(g.max()) + 1 if known.any() else 0
-    if n_groups == 0:
-        return {"accuracy": acc, "worst_group_accuracy": float("nan"), "equalized_odds_difference": float("nan")}
-    key = (g[known] * n_classes + y[known]) * n_classes + pred[known]
-    counts = np.bincount(key, minlength=n_groups * n_classes * n_classes).reshape(n_groups, n_classes, n_classes)
-    label_idx = [k for k in range(n_classes) if counts[:, k, :].sum() > 0]
-    targets = [positive] if positive is not None else label_idx
-    s = rates.summary_arrays(counts, targets, label_idx)
-    return {"accuracy": acc, "worst_group_accuracy": float(s["worst_group_accuracy"]),
-            "equalized_odds_difference": float(s["equalized_odds_difference"])}
-
-
-def accuracy_change(pred: np.ndarray, base_pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Accuracy gain over the base on the same rows and its standard error.
-
-    Per row ``d = [pred == y] - [base_pred == y]`` (-1, 0 or 1); the gain is ``mean(d)``
-    and its standard error ``std(d, ddof=1) / sqrt(n)``: paired, so rows whose prediction
-    did not change add no noise, and a setting that changes few rows is judged on them.
-    """
-    d = (pred == y).astype(np.float64) - (base_pred == y)
-    se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-    return float(d.mean()), se
 
 
 def layers_after(model: Model, names: Sequence[str], tap: str) -> list[str]:
@@ -257,52 +233,7 @@ def _lora_state(module: torch.nn.Module, adapter: str = ADAPTER) -> dict[str, to
     return {k: v.detach().clone() for k, v in module.state_dict().items() if "lora_" in k and f".{adapter}." in k}
 
 
-# -- what to correct -------------------------------------------------------------------
-
-#: Share of anchors with an open hinge under which the contrastive term has nothing to act on.
-HINGE_CLOSED = 0.01
-#: Detector quality (TPR - FPR on its held-out rows) under which it is at chance.
-DETECTOR_CHANCE = 0.05
-
-
-def correction_plan(m_val: np.ndarray, y_val: np.ndarray, pred_val: np.ndarray, n_classes: int,
-                    groups: str, count_train: np.ndarray) -> dict[str, Any]:
-    """Which groups the adapter corrects, and the reference group of each class.
-
-    ``m_val``: 1 for the minority (the detector's group), 0 for the rest, -1 unknown, on
-    the validation rows; ``pred_val`` the base model's class predictions there;
-    ``count_train (2, C)`` training rows per (group, class) cell.
-
-    The reference prototype of class y is the cell (group, y) the base model serves best
-    on validation (the paper's majority prototype where the majority is the better served;
-    a tie goes to the larger cell).  The rest of the rows are corrected too when they hold
-    an under-served cell: a class they are served worse on than the minority is
-    (``groups="auto"``); ``groups="minority"`` corrects the minority alone, as the paper.
-    """
-    acc = np.full((2, n_classes), np.nan)
-    for m in (0, 1):
-        for c in range(n_classes):
-            sel = (m_val == m) & (y_val == c)
-            if sel.any():
-                acc[m, c] = float((pred_val[sel] == c).mean())
-    reference = []
-    for c in range(n_classes):
-        a = np.where(np.isnan(acc[:, c]), -1.0, acc[:, c])
-        if count_train[0, c] and count_train[1, c] and a[0] != a[1]:
-            reference.append(int(a[1] > a[0]))  # the better served cell
-        else:  # an empty training cell, or a tie: the larger cell
-            reference.append(int(count_train[1, c] > count_train[0, c]))
-    rest_underserved = bool(np.any(acc[0] < acc[1]))  # NaN compares False
-    return {"groups": "all" if groups == "auto" and rest_underserved else "minority",
-            "reference": reference, "rest_underserved": rest_underserved,
-            "cell_accuracy_validation": [[None if np.isnan(v) else float(v) for v in row] for row in acc]}
-
-
-def cell_weights(cells: np.ndarray, n_cells: int) -> np.ndarray:
-    """Weights that give every occupied cell the same total (``1 / occupied``), rows within a cell equal."""
-    count = np.bincount(cells, minlength=n_cells).astype(float)
-    occupied = int((count > 0).sum())
-    return 1.0 / (occupied * count[cells])
+# -- the anchors' hinge ---------------------------------------------------------------
 
 
 def open_share(z: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, config: CorrectConfig) -> float:
@@ -419,7 +350,9 @@ def fit_fairnet(
         else:  # one copy of both, so that work.module stays the PeftModel's module
             work, peft_model = copy.deepcopy((base, peft_prior))
         targets = config.targets or layers_after(work, work.default_lora_targets, tap)
-        lcfg = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        # peft's annotation says int; it scales by any float (alpha / rank), and --alpha takes one.
+        lcfg = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]
+                          lora_dropout=config.dropout,
                           target_modules=targets, init_lora_weights=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -450,7 +383,7 @@ def fit_fairnet(
         hinge_history: list[float] = []
         resumed: dict[str, Any] | None = None
         if resume and checkpoint is not None and (checkpoint / "state.json").is_file():
-            resumed = _load_checkpoint(checkpoint, work.module, key, strict=resume != "if-matching")
+            resumed = load_checkpoint(checkpoint, work.module, key, strict=resume != "if-matching")
         if resumed is not None:
             start_epoch = min(resumed["epoch"], config.epochs)  # a shorter run keeps only its own epochs
             sweep = [r for r in resumed["sweep"] if r["epoch"] <= start_epoch]
@@ -518,7 +451,7 @@ def fit_fairnet(
                 history.append(total / len(perm))
                 hinge_history.append(n_open / n_anchor if n_anchor else 0.0)
                 if checkpoint is not None:
-                    _save_checkpoint(checkpoint, epoch + 1, sweep, states[-1], config, key=key, opt=opt,
+                    save_checkpoint(checkpoint, epoch + 1, sweep, states[-1], config, key=key, opt=opt,
                                      rng={"shuffle": gen.get_state(), "torch": torch.get_rng_state()},
                                      history=history, hinge_history=hinge_history)
                 if progress is not None:
@@ -556,12 +489,12 @@ def fit_fairnet(
     choice = max(passing, key=lambda r: (r["worst_group_accuracy"], r["accuracy"], -r["activation_rate"]),
                  default=None)
     enabled = choice is not None
-    fit = fits[choice["groups"] if enabled else plans[-1]]
+    fit = fits[choice["groups"] if choice is not None else plans[-1]]
     work, peft_model, targets, states = fit["work"], fit["peft_model"], fit["targets"], fit["states"]
     anchors, hinge_start = fit["anchors"], fit["hinge_start"]
     hinge_history, history = fit["hinge_history"], fit["history"]
     rows = fit["rows"]
-    if enabled:
+    if choice is not None:
         work.module.load_state_dict(states[choice["epoch"] - 1], strict=False)
         set_strength(work.module, choice["strength"], config.alpha, config.rank, adapter)
         peft_model.peft_config[adapter].lora_alpha = config.alpha * choice["strength"]
@@ -572,7 +505,7 @@ def fit_fairnet(
                 b: Any = lora.lora_B
                 if adapter in b:
                     b[adapter].weight.zero_()
-    gate = choice["gate"] if enabled else "detector"
+    gate = choice["gate"] if choice is not None else "detector"
     reasons = why_off(hinge_start, detector, plan, config) if not enabled else []
     if not enabled and guard_groups:  # settings that helped this attribute but lowered another's worst cell
         blocked = sorted({name for r in sweep if r["accuracy"] >= floor
@@ -582,7 +515,7 @@ def fit_fairnet(
         if blocked:
             reasons.insert(0, f"every setting that raised this attribute's worst cell lowered the worst cell of "
                               f"{', '.join(map(repr, blocked))} on validation")
-    corrected_plan = choice["groups"] if enabled else plans[-1]
+    corrected_plan = choice["groups"] if choice is not None else plans[-1]
     correction = {
         "groups": corrected_plan,
         "candidates": plans,
@@ -598,7 +531,7 @@ def fit_fairnet(
                     "the correction has little to act on (the base already separates the corrected rows' "
                     "classes at this margin)") if hinge_start < HINGE_CLOSED else None,
     }
-    corrected = CorrectedModel(work, peft_model, detector, tau=choice["tau"] if enabled else None,
+    corrected = CorrectedModel(work, peft_model, detector, tau=choice["tau"] if choice is not None else None,
                                enabled=enabled, tap_layer=tap, gate=gate,
                                prototypes={"cells": protos, "counts": counts, "reference": reference},
                                info={"targets": list(targets)})
@@ -618,122 +551,6 @@ def fit_fairnet(
         "config": asdict(config),
     }
     return corrected, record
-
-
-def why_off(hinge_start: float, detector: Any, plan: dict[str, Any], config: CorrectConfig) -> list[str]:
-    """Why the guard shipped the adapter off, most telling first."""
-    reasons = []
-    if hinge_start < HINGE_CLOSED:
-        reasons.append(f"hinge closed: {hinge_start:.1%} of the anchors are inside the margin "
-                       f"{config.margin:g}, so the contrastive loss had nothing to correct")
-    rep = getattr(detector, "report", None) or {}
-    tpr, fpr = rep.get("tpr"), rep.get("fpr")
-    if plan["groups"] != "all" and tpr is not None and fpr is not None and tpr - fpr < DETECTOR_CHANCE:
-        reasons.append(f"detector at chance: TPR {tpr:.2f}, FPR {fpr:.2f} on its held-out rows, so the gate "
-                       "cannot find the rows to correct")
-    reasons.append("nothing passed the guard: no (epoch, strength, gate) raised validation worst-group accuracy "
-                   f"with an accuracy change - {config.guard_se:g} standard errors >= -{config.max_accuracy_drop:g}")
-    return reasons
-
-
-def _digest(obj: Any, h: Any = None) -> Any:
-    """sha256 over tensors, arrays and JSON-able values, in a fixed order."""
-    import hashlib
-
-    h = h or hashlib.sha256()
-    if isinstance(obj, dict):
-        for k in sorted(obj, key=str):
-            h.update(str(k).encode())
-            _digest(obj[k], h)
-    elif isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    elif isinstance(obj, np.ndarray):
-        h.update(f"{obj.dtype}{obj.shape}".encode())
-        h.update(np.ascontiguousarray(obj).tobytes())
-    else:
-        h.update(json.dumps(obj, sort_keys=True, default=str).encode())
-    return h
-
-
-def run_key(model: Model, detector: Any, train: dict[str, Any], val: dict[str, Any],
-            config: CorrectConfig) -> dict[str, str]:
-    """What a checkpoint was written for: the data, the options (all but ``epochs``), the base, the detector."""
-    opts = {k: v for k, v in asdict(config).items() if k != "epochs"}
-    return {
-        "data": _digest({"train": train, "val": val}).hexdigest(),
-        "options": _digest(opts).hexdigest(),
-        "model": str(model.digest) if model.digest else _digest(model.module.state_dict()).hexdigest(),
-        "detector": _digest({"state": detector.module.state_dict(), "layer": detector.layer,
-                             "tau": detector.tau, "minority": list(map(str, detector.minority))}).hexdigest(),
-    }
-
-
-def _save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch.Tensor],
-                     config: CorrectConfig, *, key: dict[str, str], opt: Any, rng: dict[str, torch.Tensor],
-                     history: list[float], hinge_history: list[float]) -> None:
-    """After each completed epoch: its adapter weights, the optimiser and RNG states, the sweep so far.
-
-    Also the key of the run; atomic renames, ``state.json`` last, so it names only complete epochs.
-    """
-    import os
-
-    from safetensors.torch import save_file
-
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".epoch_{epoch}.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path / f"epoch_{epoch}.safetensors")
-    osd = opt.state_dict()
-    tensors = {f"opt.{i}.{name}": v.detach().contiguous() for i, st in osd["state"].items()
-               for name, v in st.items() if isinstance(v, torch.Tensor)}
-    tensors.update({f"rng.{k}": v.contiguous() for k, v in rng.items()})
-    save_file(tensors, str(path / ".optimizer.safetensors.tmp"))
-    os.replace(path / ".optimizer.safetensors.tmp", path / "optimizer.safetensors")
-    meta = {"epoch": epoch, "sweep": sweep, "config": asdict(config), "key": key,
-            "param_groups": osd["param_groups"], "history": history, "hinge_history": hinge_history}
-    (path / ".state.json.tmp").write_text(json.dumps(meta))
-    os.replace(path / ".state.json.tmp", path / "state.json")
-
-
-def _load_checkpoint(path: Path, module: torch.nn.Module, key: dict[str, str], strict: bool = True
-                     ) -> dict[str, Any] | None:
-    """The checkpoint of an interrupted run, checked against ``key``.
-
-    A checkpoint written for other data, options, base or detector is refused (UsageError,
-    exit 2) when ``strict``; otherwise ignored (None: train from scratch).
-    """
-    from fairfix.models.base import load_safetensors
-
-    try:
-        meta = json.loads((path / "state.json").read_text())
-        epoch = int(meta["epoch"])
-        saved_key = meta["key"]
-        if not isinstance(saved_key, dict) or epoch < 1:
-            raise ValueError("no key")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        if not strict:
-            return None
-        raise errors.UsageError(f"--resume: {path / 'state.json'} is not a checkpoint of this fairfix "
-                                f"({' '.join(str(exc).split()) or type(exc).__name__}); remove {path}") from None
-    differs = [k for k in ("data", "options", "model", "detector") if saved_key.get(k) != key[k]]
-    if differs:
-        if not strict:
-            return None
-        raise errors.UsageError(f"--resume: the checkpoint at {path} was written for other "
-                                f"{', '.join(differs)} than this run's; rerun without --resume (and --force)")
-    states = [load_safetensors(path / f"epoch_{e}.safetensors") for e in range(1, epoch + 1)]
-    extra = load_safetensors(path / "optimizer.safetensors")
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, v in extra.items():
-        if name.startswith("opt."):
-            _, i, field_name = name.split(".", 2)
-            opt_state.setdefault(int(i), {})[field_name] = v
-    return {"epoch": epoch, "sweep": list(meta["sweep"]), "states": states,
-            "optimizer": {"state": opt_state, "param_groups": meta["param_groups"]},
-            "rng": {"shuffle": extra["rng.shuffle"], "torch": extra["rng.torch"]},
-            "history": list(meta.get("history", [])), "hinge_history": list(meta.get("hinge_history", []))}
 
 
 def minority_codes(values: Sequence[Any], minority: Sequence[Any]) -> np.ndarray:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fairfix.correct.fairnet import CorrectConfig, cell_weights, correction_plan, open_share
+from fairfix.correct.fairnet import CorrectConfig, open_share
+from fairfix.correct.plan import cell_weights, correction_plan
 from fairfix.correct.loss import distance, hinge, triplet_loss
 
 

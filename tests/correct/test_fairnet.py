@@ -129,7 +129,7 @@ def test_guard_ships_adapter_off_when_every_tau_loses_accuracy(tmp_path):
 
 
 def test_accuracy_change_is_the_paired_gain_and_its_standard_error():
-    from fairfix.correct.fairnet import accuracy_change
+    from fairfix.correct.plan import accuracy_change
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
