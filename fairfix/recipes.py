@@ -8,7 +8,7 @@ and of its inputs (data files, upstream artifacts) -- in ``steps.json``; a rerun
 skips every finished step whose key is unchanged, so an interrupted batch job
 resumes where it stopped.
 
-One module (~690 lines) on purpose: the schema, its checks and the pipeline are keyed by the same
+One module (~790 lines) on purpose: the schema, its checks and the pipeline are keyed by the same
 step sections (a new recipe key is a schema entry and its use in the step, side by side).
 """
 

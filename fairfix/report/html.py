@@ -9,7 +9,7 @@ names, labels, columns, gate expressions) is escaped with :func:`html.escape`.
 matplotlib is an optional dependency (``pip install 'fairfix[report]'``) and is
 imported only when a page is rendered.  Library code: nothing here prints.
 
-One module (~620 lines) on purpose: the page is one cohesive thing (its CSS, plots and sections
+One module (~640 lines) on purpose: the page is one cohesive thing (its CSS, plots and sections
 share the escaping, number formatting and colours defined here).
 """
 
