@@ -87,8 +87,10 @@ def run_seed(task: dict[str, Any], seed: int, quick: bool) -> dict[str, Any]:
     from fairfix.correct.fairnet import CorrectConfig
     from fairfix.correct.progressive import correct_many
     from fairfix.correct.run import _split, correct
-    from fairfix.detect.fit import DetectorConfig, group_values
-    from fairfix.models.tabular import TrainConfig, encode_labels, label_vocabulary, train_tabular
+    from fairfix.data.groups import group_values
+    from fairfix.data.labels import encode_labels
+    from fairfix.detect.fit import DetectorConfig
+    from fairfix.models.tabular import TrainConfig, label_vocabulary, train_tabular
 
     label, groups = task["label"], task["groups"]
     dev, test = seed_frames(task, seed)

@@ -537,7 +537,6 @@ def _run_recipe(
     from fairfix.detect.fit import fit_detector, load_detector
     from fairfix.models import load_model
     from fairfix.models.factory import trusted_factories
-    from fairfix.report.compare import build_compare
     from fairfix.report.io import write_atomic
     from fairfix.training import select_features
 
@@ -698,6 +697,20 @@ def _run_recipe(
         return result
 
     # 5. audit of the corrected model, 6. the comparison
+    return _audit_and_compare(recipe, out, bundle_dir, step=step, data_key=data_key, result=result,
+                              factory=factory, audit_to=audit_to, before_path=before_path, audit_kw=audit_kw,
+                              keys=("adapter_enabled", "chosen", "gate", "correction", "sweep"))
+
+
+def _audit_and_compare(recipe: Recipe, out: Path, bundle_dir: Path, *, step: Callable[..., bool], data_key: Any,
+                       result: dict[str, Any], factory: Any, audit_to: Callable[..., Callable[[], None]],
+                       before_path: Path, audit_kw: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Steps 5 and 6: audit the bundle, then compare; ``keys`` of the bundle's compare.json carried over."""
+    from fairfix.models import load_model
+    from fairfix.models.factory import trusted_factories
+    from fairfix.report.compare import build_compare
+    from fairfix.report.io import write_atomic
+
     after_path = out / "audit_after.json"
     with trusted_factories(factory):
         corrected = load_model(bundle_dir)
@@ -712,11 +725,7 @@ def _run_recipe(
         doc = build_compare(json.loads(before_path.read_text()), json.loads(after_path.read_text()),
                             fail_on=cmp_gates, detector=bundle_compare.get("detector"),
                             tau=bundle_compare.get("tau"),
-                            extra={"adapter_enabled": bundle_compare.get("adapter_enabled"),
-                                   "chosen": bundle_compare.get("chosen"),
-                                   "gate": bundle_compare.get("gate"),
-                                   "correction": bundle_compare.get("correction"),
-                                   "sweep": bundle_compare.get("sweep"), "recipe": recipe.name})
+                            extra={**{k: bundle_compare.get(k) for k in keys}, "recipe": recipe.name})
         write_atomic(compare_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n", force=True)
 
     step("compare", {"before": _hash(before_path.read_text()), "after": _hash(after_path.read_text()),
@@ -735,10 +744,6 @@ def _run_progressive(recipe: Recipe, out: Path, model: Any, train_frame: Any, ev
 
     from fairfix.correct.bundle import save_progressive_bundle
     from fairfix.correct.progressive import correct_many, parse_minority
-    from fairfix.models import load_model
-    from fairfix.models.factory import trusted_factories
-    from fairfix.report.compare import build_compare
-    from fairfix.report.io import write_atomic
 
     data, det_raw, corr_raw = recipe.section("data"), recipe.section("detector"), recipe.section("correct")
     label = data["label"]
@@ -762,25 +767,6 @@ def _run_progressive(recipe: Recipe, out: Path, model: Any, train_frame: Any, ev
     if step("correct", {"data": data_key, "model": model.digest, "detector": det_raw, "correct": corr_raw,
                         "groups": groups}, [bundle_dir / "fairfix.json"], do_correct):
         return result
-    after_path = out / "audit_after.json"
-    with trusted_factories(factory):
-        corrected = load_model(bundle_dir)
-    if step("audit_after", {"data": data_key, "bundle": corrected.digest, "audit": audit_kw}, [after_path],
-            audit_to(after_path, corrected)):
-        return result
-    compare_path = out / "compare.json"
-    cmp_gates = [str(g) for g in recipe.section("compare").get("fail_on") or []]
-    bundle_compare = json.loads((bundle_dir / "compare.json").read_text())
-
-    def do_compare() -> None:
-        doc = build_compare(json.loads(before_path.read_text()), json.loads(after_path.read_text()),
-                            fail_on=cmp_gates, extra={"adapter_enabled": bundle_compare.get("adapter_enabled"),
-                                                      "attributes": bundle_compare.get("attributes"),
-                                                      "recipe": recipe.name})
-        write_atomic(compare_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n", force=True)
-
-    step("compare", {"before": _hash(before_path.read_text()), "after": _hash(after_path.read_text()),
-                     "gates": cmp_gates}, [compare_path], do_compare)
-    result["compare"] = json.loads(compare_path.read_text())
-    result["audit_gates"] = json.loads(after_path.read_text())["gates"]
-    return result
+    return _audit_and_compare(recipe, out, bundle_dir, step=step, data_key=data_key, result=result,
+                              factory=factory, audit_to=audit_to, before_path=before_path, audit_kw=audit_kw,
+                              keys=("adapter_enabled", "attributes"))

@@ -189,10 +189,9 @@ def correct_many(
     ``eval_data`` when given, else on the validation split, per attribute and over the
     intersection of all of them.
     """
-    from fairfix.correct.run import _default_minority_on_val, _split
-    from fairfix.data.frames import read_frame
-    from fairfix.detect.fit import DetectorConfig, fit_detector, group_values
-    from fairfix.models.tabular import encode_labels
+    from fairfix.correct.run import _default_minority_on_val, _split, training_frame
+    from fairfix.data.groups import group_values
+    from fairfix.detect.fit import DetectorConfig, fit_detector
 
     config = config or CorrectConfig()
     groups = list(groups)
@@ -201,20 +200,7 @@ def correct_many(
     if len(dcfgs) == 1:
         dcfgs = dcfgs * len(groups)
     minority = dict(minority or {})
-    frame = read_frame(data, None, input_format).reset_index(drop=True)
-    for col, what in ((label, "--label"), *((g, "--group") for g in groups)):
-        if col not in frame.columns:
-            raise errors.DataError(f"{what}: no column {col!r}; columns are: {', '.join(map(repr, frame.columns))}")
-    missing = [c for c in model.input_columns if c not in frame.columns]
-    if missing:
-        raise errors.DataError(f"the model reads column {missing[0]!r}, which the data lacks")
-    if frame[label].isna().any():
-        raise errors.DataError(f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)")
-    unknown = sorted(set(map(str, frame[label].unique())) - set(map(str, model.classes)))
-    if unknown:
-        raise errors.DataError(f"label value {unknown[0]!r} in {label!r} is not a class of the model "
-                               f"(classes: {', '.join(map(repr, model.classes))})")
-    y_all = encode_labels(frame[label], model.classes)
+    frame, y_all = training_frame(data, model, label=label, groups=groups, input_format=input_format)
     # stratified by the label and the first attribute: the split `fairfix correct --group FIRST` draws, so a
     # model trained off its validation rows stays off them whatever the other attributes' labels
     first, _ = group_values(frame, groups[0])
@@ -275,7 +261,7 @@ def reports(corrected: ProgressiveModel, base: Model, *, frame: Any, label: str,
     """Before/after audits over the intersection and per attribute, and the compare document."""
     import fairfix
     from fairfix.data.frames import read_frame
-    from fairfix.detect.fit import group_values
+    from fairfix.data.groups import group_values
     from fairfix.report.compare import build_compare
 
     frame = read_frame(frame, None, input_format).reset_index(drop=True)

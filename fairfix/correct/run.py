@@ -16,6 +16,7 @@ from fairfix.correct.fairnet import (
     group_codes,
     minority_codes,
 )
+from fairfix.models.base import Model
 
 
 def _split(n: int, fraction: float, strata: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,6 +55,32 @@ def detector_summary(corrected: CorrectedModel, frame: Any, group: str) -> dict[
     }
 
 
+def training_frame(data: Any, model: Model, *, label: str, groups: Sequence[str], input_format: str | None
+                   ) -> tuple[Any, np.ndarray]:
+    """The training table (a pandas frame) and its labels as class indices, checked against ``model``.
+
+    Exit-2 errors name the missing ``--label``/``--group`` column, the model's missing input
+    column, an empty label or a label value that is not a class of the model.
+    """
+    from fairfix.data.frames import read_frame
+    from fairfix.data.labels import encode_labels
+
+    frame = read_frame(data, None, input_format).reset_index(drop=True)
+    for col, what in ((label, "--label"), *((g, "--group") for g in groups)):
+        if col not in frame.columns:
+            raise errors.DataError(f"{what}: no column {col!r}; columns are: {', '.join(map(repr, frame.columns))}")
+    missing = [c for c in model.input_columns if c not in frame.columns]
+    if missing:
+        raise errors.DataError(f"the model reads column {missing[0]!r}, which the data lacks")
+    if frame[label].isna().any():
+        raise errors.DataError(f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)")
+    unknown = sorted(set(map(str, frame[label].unique())) - set(map(str, model.classes)))
+    if unknown:
+        raise errors.DataError(f"label value {unknown[0]!r} in {label!r} is not a class of the model "
+                               f"(classes: {', '.join(map(repr, model.classes))})")
+    return frame, encode_labels(frame[label], model.classes)
+
+
 def correct(
     data: Any,
     model: Any,
@@ -82,7 +109,6 @@ def correct(
     import fairfix
     from fairfix.data.frames import read_frame
     from fairfix.data.groups import group_values
-    from fairfix.data.labels import encode_labels
     from fairfix.detect.fit import (
         Detector,
         DetectorConfig,
@@ -92,20 +118,7 @@ def correct(
     from fairfix.report.compare import build_compare
 
     config = config or CorrectConfig()
-    frame = read_frame(data, None, input_format).reset_index(drop=True)
-    for col, what in ((label, "--label"), (group, "--group")):
-        if col not in frame.columns:
-            raise errors.DataError(f"{what}: no column {col!r}; columns are: {', '.join(map(repr, frame.columns))}")
-    missing = [c for c in model.input_columns if c not in frame.columns]
-    if missing:
-        raise errors.DataError(f"the model reads column {missing[0]!r}, which the data lacks")
-    if frame[label].isna().any():
-        raise errors.DataError(f"label column {label!r} has {int(frame[label].isna().sum())} empty value(s)")
-    unknown = sorted(set(map(str, frame[label].unique())) - set(map(str, model.classes)))
-    if unknown:
-        raise errors.DataError(f"label value {unknown[0]!r} in {label!r} is not a class of the model "
-                               f"(classes: {', '.join(map(repr, model.classes))})")
-    y_all = encode_labels(frame[label], model.classes)
+    frame, y_all = training_frame(data, model, label=label, groups=[group], input_format=input_format)
     gvals, distinct = group_values(frame, group)
     strata = np.array([f"{y}|{g}" for y, g in zip(y_all, gvals, strict=True)])
     tr, va = _split(len(frame), config.val_fraction, strata, config.seed)

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fairfix.correct.fairnet import CorrectConfig, open_share
-from fairfix.correct.plan import cell_weights, correction_plan
 from fairfix.correct.loss import distance, hinge, triplet_loss
+from fairfix.correct.plan import cell_weights, correction_plan
 
 
 def test_normalised_distances_lie_in_0_2_whatever_the_feature_scale():

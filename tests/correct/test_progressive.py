@@ -127,7 +127,7 @@ def test_guard_rejects_settings_that_drop_another_attributes_worst_cell(fitted):
     """A guard attribute made of the rows the base gets right (others unknown): any flipped row drops it."""
     frame, path, _, _ = fitted
     base = load_model(path)
-    from fairfix.models.tabular import encode_labels
+    from fairfix.data.labels import encode_labels
 
     cfg = CorrectConfig(**FAST)
     tr, va = np.arange(0, 900), np.arange(900, len(frame))
