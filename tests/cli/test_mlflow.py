@@ -74,6 +74,25 @@ def test_audit_logs_summary_groups_gates_and_json(store: Any, preds: Path, tmp_p
     assert json.loads(logged) == doc
 
 
+def test_a_plain_file_store_works_too(tmp_path: Path, preds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's file store (``./mlruns``; MLflow 3 asks for MLFLOW_ALLOW_FILE_STORE to use it)."""
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.chdir(tmp_path)
+    for var in ("FAIRFIX_MLFLOW", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_ALLOW_FILE_STORE": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "DO_NOT_TRACK": "1"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    res = runner.invoke(app, ["audit", str(preds), *AUDIT, "--format", "json", "--mlflow"])
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    run = only_run(client)
+    assert run.data.metrics["worst_group_accuracy"] == pytest.approx(
+        json.loads(res.stdout)["summary"]["worst_group_accuracy"])
+    assert (tmp_path / "mlruns").is_dir()
+
+
 def test_env_var_turns_it_on(store: Any, preds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = runner.invoke(app, ["audit", str(preds), *AUDIT, "--format", "json"], env={"FAIRFIX_MLFLOW": "1"})
     assert res.exit_code == 0, (res.stderr, res.exception)
