@@ -1,8 +1,8 @@
-"""Benchmark scripts in smoke mode: audit_speed --quick and audit_many_files print their tables; the FairNet
-benchmark's modules import (no timing is asserted)."""
+"""Benchmark scripts in smoke mode: each runs, checks what it checks and prints its table (no timing is asserted)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +72,16 @@ def test_multi_attribute_quick_prints_the_table(tmp_path: Path) -> None:
     for row in ("| ERM |", "| fairfix (sex only) |", "| fairfix (sex then race) |"):
         assert row in proc.stdout
     assert "WGA sex x race" in proc.stdout
+
+
+def test_stacked_latency_quick_checks_bit_identity_and_prints_the_table(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "stacked_latency.py"), "--quick", "--data-dir", str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"benchmarks/stacked_latency.py --quick took over {TIMEOUT_S} s on this machine")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(bit-identical to the base: checked)" in proc.stdout
+    for row in ("base", "one adapter, gated", "stacked, one stage", "stacked, two stages"):
+        assert any(line.startswith(row) for line in proc.stdout.splitlines()), (row, proc.stdout)
