@@ -152,13 +152,13 @@ def predict(
             shown = ", ".join(repr(c) for c in df.columns[:40])
             raise errors.DataError(errors.MISSING_COLUMN.format(path="<Spark DataFrame>", column=col,
                                                                 columns=shown))
+    step = int(batch_rows or loaded.batch_rows)
+    if step < 1:
+        raise errors.UsageError(f"batch_rows {step}: must be >= 1")
     schema, kept = _output_schema(df, loaded, id_column)
     stage = _ship(session(), path, base_path)
     spec = (stage, path.name, base_path.name if base_path is not None else None, factory,
             tuple(feats or ()), text_column, loaded.digest)
-    step = int(batch_rows or loaded.batch_rows)
-    if step < 1:
-        raise errors.UsageError(f"batch_rows {step}: must be >= 1")
     columns = list(dict.fromkeys([*kept, *loaded.input_columns]))
 
     def score(frames: Any) -> Any:  # runs on the executors: only strings and numbers are captured
@@ -193,7 +193,9 @@ def _output_schema(df: Any, model: Any, id_column: str | None) -> tuple[Any, lis
     fields = [df.schema[c] for c in kept]
     fields += [T.StructField(n, T.DoubleType()) for n in names[: len(names) - 1 - len(model.extra_outputs)]]
     fields.append(T.StructField("pred", pred_type))
-    fields += [T.StructField(n, T._parse_datatype_string(t)) for n, t in model.extra_outputs.items()]
+    spark_types = {"double": T.DoubleType(), "boolean": T.BooleanType(), "long": T.LongType(),
+                   "string": T.StringType()}
+    fields += [T.StructField(n, spark_types[t]) for n, t in model.extra_outputs.items()]
     return T.StructType(fields), kept
 
 

@@ -207,6 +207,10 @@ def test_spark_predict_threshold_and_kept_columns(spark: Any, scored_models: Pat
     remote = _remote(spark, scored_models, "model", "rows.parquet", 1, threshold=0.7)
     pd.testing.assert_frame_equal(remote, local, check_exact=True)
     assert (local["pred"] == (local["score"] >= 0.7).astype(int)).all()
+    # Batches of 1,000 rows re-cut from Spark's Arrow batches: the local run with --batch-size 1000.
+    local = _local(scored_models, "bundle", "rows.parquet", tmp_path, "--batch-size", "1000")
+    remote = _remote(spark, scored_models, "bundle", "rows.parquet", 1, batch_rows=1000)
+    pd.testing.assert_frame_equal(remote, local, check_exact=True)
     # Without id_column every input column is kept, then the prediction columns.
     from fairfix.models import load_model
 

@@ -67,8 +67,9 @@ class Model(ABC):
     batch_rows: int = 8192
     #: Input columns to parse as numbers when reading CSV (others keep their inferred type).
     numeric_columns: list[str] = []
-    #: The per-row outputs :meth:`predict_with_extras` adds, and their Spark SQL types
-    #: (declared up front so ``fairfix.spark.predict`` can give its schema before it runs).
+    #: The per-row outputs :meth:`predict_with_extras` adds, and their Spark SQL types ("double",
+    #: "boolean", "long", "string"; declared up front so ``fairfix.spark.predict`` can give its
+    #: schema before it runs).
     extra_outputs: dict[str, str] = {}
 
     def __init__(
