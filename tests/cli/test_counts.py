@@ -22,6 +22,8 @@ from typer.testing import CliRunner
 import fairfix
 from fairfix.cli import app
 
+from .test_audit_cli import assert_one_line_error as one_line_error
+
 runner = CliRunner()
 GROUPS = ["--group", "sex", "--group", "race"]
 # Gates and a min-group-size that flag the small group, so that the gates' evidence is compared too.
@@ -57,16 +59,6 @@ def comparable(report: dict[str, Any], drop: tuple[str, ...] = ()) -> str:
     for key in ("source", "counts_column", *drop):
         report["settings"].pop(key, None)
     return json.dumps(report, sort_keys=True)
-
-
-def one_line_error(result: Any, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from fairfix.cli import app
 
+from .test_audit_cli import assert_one_line_error as one_line_error
+
 runner = CliRunner()
 GROUPS = ["--group", "sex", "--group", "race"]
 CHECKS = ["--bootstrap", "200", "--seed", "1", "--min-group-size", "40", "--fail-on", "tpr_gap>0.99"]
@@ -41,16 +43,6 @@ def comparable(report: dict[str, Any]) -> str:
     report = json.loads(json.dumps(report))
     report["settings"].pop("source")
     return json.dumps(report, sort_keys=True)
-
-
-def one_line_error(result: Any, *fragments: str) -> str:
-    assert result.exit_code == 2, (result.exit_code, result.stderr, result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
 
 
 def frame(n: int = 2400, seed: int = 0) -> pd.DataFrame:
