@@ -18,6 +18,7 @@ attribute (PEFT's layout for named adapters), ``detectors/<name>/`` and
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,14 +107,15 @@ def load_bundle(path: str | Path, manifest: dict[str, Any], base: Any) -> Any:
 ADAPTER_FILES = ("adapter/adapter_config.json", "adapter/adapter_model.safetensors")
 
 
-def _check_adapter_files(p: Path, manifest: dict[str, Any]) -> None:
-    """The adapter PEFT will read: its two files listed in the manifest (so hashed), nothing else."""
+def _check_adapter_files(p: Path, manifest: dict[str, Any], names: Sequence[str] = ADAPTER_FILES,
+                         missing: str = "the bundle has no adapter") -> None:
+    """The files PEFT (and fairfix) will read: each listed in the manifest (so hashed); no pickled adapter."""
     from fairfix.artifacts import MANIFEST, member
 
     files = manifest.get("files") or {}
-    for name in ADAPTER_FILES:
+    for name in names:
         if name not in files:
-            raise errors.ModelError(f"{p}: {name} is not listed in {MANIFEST}; the bundle has no adapter")
+            raise errors.ModelError(f"{p}: {name} is not listed in {MANIFEST}; {missing}")
         member(p, name)
     pickled = [n for n in files if n.startswith("adapter/") and n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     if pickled:
@@ -215,23 +217,15 @@ def load_progressive_bundle(p: Path, manifest: dict[str, Any], base: Any) -> Any
     """Load a bundle of several attributes onto ``base`` (already checked against the manifest's sha256)."""
     from peft import PeftModel
 
-    from fairfix.artifacts import member
     from fairfix.correct.progressive import Attribute, ProgressiveModel
     from fairfix.detect.fit import load_detector
     from fairfix.models.base import load_safetensors
     from fairfix.models.offline import hub_offline
 
     attrs = check_attributes(manifest)
-    files = manifest.get("files") or {}
-    for a in attrs:
-        for name in (f"adapter/{a['adapter']}/adapter_config.json", f"adapter/{a['adapter']}/adapter_model.safetensors",
-                     a["prototypes"]):
-            if name not in files:
-                raise errors.ModelError(f"{p}: {name} is not listed in the manifest; the bundle is incomplete")
-            member(p, name)
-    pickled = [n for n in files if n.startswith("adapter/") and n.endswith((".bin", ".pt", ".pth", ".pkl"))]
-    if pickled:
-        raise errors.ModelError(f"{p}: pickled adapter file {pickled[0]}; fairfix loads safetensors only")
+    needed = [name for a in attrs for name in (f"adapter/{a['adapter']}/adapter_config.json",
+                                               f"adapter/{a['adapter']}/adapter_model.safetensors", a["prototypes"])]
+    _check_adapter_files(p, manifest, needed, missing="the bundle is incomplete")
     try:
         with hub_offline():  # local folders only
             first = attrs[0]["adapter"]
