@@ -160,11 +160,7 @@ def correct(
                      f"(the guard wants the validation accuracy change >= -{max_accuracy_drop:g} with "
                      f"{guard_se:g} standard error(s) to spare: --max-accuracy-drop, --guard-se)")
     else:
-        ch = doc["chosen"]
-        where = "every row" if ch.get("gate") == "all" else f"rows with risk > {ch['tau']:.2f}"
-        _output.note(f"chose epoch {ch['epoch']}, strength {ch['strength']:g}, adapter on for {where}: validation "
-                     f"accuracy {ch['accuracy']:.4f} (base {doc['base_validation']['accuracy']:.4f}), worst-group "
-                     f"{ch['worst_group_accuracy']:.4f} (base {doc['base_validation']['worst_group_accuracy']:.4f})")
+        _output.note(_choice(doc["chosen"], doc["base_validation"], "base"))
     _output.note(f"wrote bundle {out}")
     _output.emit_compare(doc, fmt, output, force)
     if log_to_mlflow:
@@ -173,6 +169,14 @@ def correct(
             tracking.log_compare(run, doc)
             tracking.log_correction(run, result["record"], out)
         _output.note(f"logged to MLflow run {run.run_id}")
+
+
+def _choice(ch: dict[str, Any], base: dict[str, Any], word: str) -> str:
+    """The guard's chosen setting and its validation figures beside the base's (``word``: how to call them)."""
+    where = "every row" if ch.get("gate") == "all" else f"rows with risk > {ch['tau']:.2f}"
+    return (f"chose epoch {ch['epoch']}, strength {ch['strength']:g}, adapter on for {where}: validation accuracy "
+            f"{ch['accuracy']:.4f} ({word} {base['accuracy']:.4f}), worst-group {ch['worst_group_accuracy']:.4f} "
+            f"({word} {base['worst_group_accuracy']:.4f})")
 
 
 def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minority: dict[str, list[str]],
@@ -197,12 +201,7 @@ def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minori
     doc = result["compare"]
     for a in doc["attributes"]:
         if a["adapter_enabled"]:
-            ch = a["chosen"]
-            where = "every row" if ch.get("gate") == "all" else f"rows with risk > {ch['tau']:.2f}"
-            bv = a["base_validation"]
-            _output.note(f"{a['group']}: chose epoch {ch['epoch']}, strength {ch['strength']:g}, adapter on for "
-                         f"{where}: validation accuracy {ch['accuracy']:.4f} (before {bv['accuracy']:.4f}), "
-                         f"worst-group {ch['worst_group_accuracy']:.4f} (before {bv['worst_group_accuracy']:.4f})")
+            _output.note(f"{a['group']}: " + _choice(a["chosen"], a["base_validation"], "before"))
         else:
             reasons = a["guard"].get("reasons") or ["nothing passed the guard"]
             _output.warn(f"{a['group']}: the adapter is disabled (its rows keep the outputs of the model corrected "
