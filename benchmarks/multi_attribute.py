@@ -41,22 +41,26 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def tasks(quick: bool, data_dir: Path) -> list[dict[str, Any]]:
-    """Adult (sex, race) on its official splits; COMPAS (race, sex) with a stratified 20% test split."""
+def tasks(quick: bool, data_dir: Path, names: list[str]) -> list[dict[str, Any]]:
+    """The named tasks, read only when asked for: Adult (sex, race) on its official splits (embedded);
+    COMPAS (race, sex) with a stratified 20% test split (from the shared data folder)."""
     import pandas as pd
 
-    train, test, _ = adult_frames(quick)
-    adult = {"name": "Adult", "dev": train, "test": test, "label": "income", "groups": ["sex", "race"],
-             "features": [c for c in train.columns if c not in ("income", "sex", "race", "fnlwgt")],
-             "val_fraction": 0.2}
-    raw = pd.read_csv(data_dir / "compas-two-years.csv.gz")
-    df = raw[raw["race"].isin(COMPAS_RACES)].reset_index(drop=True)
-    df = df[[*COMPAS_FEATURES, "race", "sex", "two_year_recid"]]
-    if quick:
-        df = df.sample(3000, random_state=0).reset_index(drop=True)
-    compas = {"name": "COMPAS", "frame": df, "label": "two_year_recid", "groups": ["race", "sex"],
-              "features": COMPAS_FEATURES, "val_fraction": 0.25}
-    return [adult, compas]
+    out = []
+    if "Adult" in names:
+        train, test, _ = adult_frames(quick)
+        out.append({"name": "Adult", "dev": train, "test": test, "label": "income", "groups": ["sex", "race"],
+                    "features": [c for c in train.columns if c not in ("income", "sex", "race", "fnlwgt")],
+                    "val_fraction": 0.2})
+    if "COMPAS" in names:
+        raw = pd.read_csv(data_dir / "compas-two-years.csv.gz")
+        df = raw[raw["race"].isin(COMPAS_RACES)].reset_index(drop=True)
+        df = df[[*COMPAS_FEATURES, "race", "sex", "two_year_recid"]]
+        if quick:
+            df = df.sample(3000, random_state=0).reset_index(drop=True)
+        out.append({"name": "COMPAS", "frame": df, "label": "two_year_recid", "groups": ["race", "sex"],
+                    "features": COMPAS_FEATURES, "val_fraction": 0.25})
+    return out
 
 
 def seed_frames(task: dict[str, Any], seed: int) -> tuple[Any, Any]:
@@ -190,9 +194,7 @@ def main() -> int:
         runs_by = json.loads(args.from_json.read_text())
     else:
         runs_by = {}
-        for task in tasks(args.quick, args.data_dir):
-            if task["name"] not in args.datasets.split(","):
-                continue
+        for task in tasks(args.quick, args.data_dir, args.datasets.split(",")):
             runs_by[task["name"]] = {"groups": task["groups"],
                                      "runs": [run_seed(task, s, args.quick) for s in range(args.seeds)]}
     if args.json:
