@@ -58,6 +58,7 @@ SCHEMA: dict[str, Any] = {
         "path": (str, False),
         "train": (dict, False),
         "hold_out_validation": (bool, False),
+        "correction_rows": (float, False),
     },
     "detector": {
         "mode": ((str, list), False), "minority": (list, False), "layer": (str, False), "hidden": (int, False),
@@ -71,6 +72,8 @@ SCHEMA: dict[str, Any] = {
         "train_on": (str, False), "epochs": (int, False), "batch_size": (int, False), "lr": (float, False),
         "tau": (float, False), "max_accuracy_drop": (float, False), "val_fraction": (float, False),
         "seed": (int, False), "strengths": (list, False), "guard_se": (float, False),
+        "steps": (int, False), "eval_every": (int, False), "folds": (int, False), "objective": (str, False),
+        "balance": (str, False), "groups": (str, False), "guard_bootstrap": (int, False),
     },
     "audit": {
         "bootstrap": (int, False), "min_group_size": (int, False), "fail_on": (list, False),
@@ -247,10 +250,20 @@ def _check_semantics(recipe: Recipe) -> None:
             f"{_where(recipe.path, recipe.lines, 'model')}: 'model' needs exactly one of 'path' (a checkpoint) "
             "or 'train' (options of the baseline)"
         )
-    if model.get("path") and model.get("hold_out_validation"):
+    for key in ("hold_out_validation", "correction_rows"):
+        if model.get("path") and model.get(key):
+            raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'model.' + key)}: "
+                                    f"model.{key} applies to a baseline trained by the recipe "
+                                    "(model.train), not to model.path")
+    if model.get("hold_out_validation") and (recipe.section("correct") or {}).get("val_fraction") is None:
         raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'model.hold_out_validation')}: "
-                                "model.hold_out_validation applies to a baseline trained by the recipe "
-                                "(model.train), not to model.path")
+                                "model.hold_out_validation keeps a plain split's validation rows from the baseline; "
+                                "without correct.val_fraction the guard cross-fits every row: use "
+                                "model.correction_rows (the share of data.train the baseline never sees)")
+    share = model.get("correction_rows")
+    if share is not None and not 0 < float(share) < 1:
+        raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'model.correction_rows')}: "
+                                f"model.correction_rows={share!r} must lie strictly between 0 and 1")
     if model.get("path") and not os.path.exists(recipe.resolve(model["path"])):
         raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'model.path')}: model.path: no such model "
                                 f"{recipe.resolve(model['path'])!r}")
@@ -274,7 +287,7 @@ def _check_semantics(recipe: Recipe) -> None:
                     f"{_where(recipe.path, recipe.lines, section + '.fail_on')}: {section}.fail_on: {exc}"
                 ) from None
     for section, cls_path in (("detector", "fairfix.detect.fit:DetectorConfig"),
-                              ("correct", "fairfix.correct.fairnet:CorrectConfig")):
+                              ("correct", "fairfix.correct.config:CorrectConfig")):
         values = dict(recipe.section(section))
         modes = values.get("mode") if section == "detector" else None
         try:
@@ -407,13 +420,13 @@ def prepare_frames(recipe: Recipe) -> tuple[Any, Any]:
             raise errors.DataError(f"{recipe.path}: data: no column {col!r} in {data['train']}; columns are: "
                                    f"{', '.join(map(repr, frame.columns))}")
     if test is None and data.get("test_fraction"):
-        from fairfix.correct.run import _split
+        from fairfix.correct.crossfit import split_rows
 
         strata = frame[data["label"]].astype(str)
         for g in _groups(data):
             strata = strata + "|" + frame[g].astype(str)
         strata = strata.to_numpy()
-        tr, te = _split(len(frame), float(data["test_fraction"]), strata, seed)
+        tr, te = split_rows(len(frame), float(data["test_fraction"]), strata, seed)
         frame, test = frame.iloc[tr], frame.iloc[te]
     if data.get("sample") and len(frame) > data["sample"]:
         frame = frame.sample(n=int(data["sample"]), random_state=seed)
@@ -443,22 +456,29 @@ def _groups(data: dict[str, Any]) -> list[str]:
     return [str(g) for g in group] if isinstance(group, list) else ([] if group is None else [group])
 
 
-def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_cfg: Any) -> Any:
+def _correct_split(frame: Any, label: str, group: str, classes: list[Any], corr_cfg: Any,
+                   share: float | None = None) -> Any:
     """Row ids ``(train, validation)`` of ``correct``'s split of ``frame`` (the same split it draws).
+
+    Cross-fitting (no ``val_fraction``): every row, twice.  ``share``: instead, the split of
+    ``model.correction_rows`` (the baseline's rows, the correction's rows).
 
     Several groups: the first one's split (progressive correction stratifies by the label and the
     first group, as ``fairfix correct --group FIRST`` does).
     """
     import numpy as np
 
-    from fairfix.correct.run import _split
+    from fairfix.correct.crossfit import split_rows
+    from fairfix.correct.fairnet import group_codes
     from fairfix.data.groups import group_values
     from fairfix.data.labels import encode_labels
 
     y = encode_labels(frame[label], classes)
-    g, _ = group_values(frame, group)
-    strata = np.array([f"{a}|{b}" for a, b in zip(y, g, strict=True)])
-    return _split(len(frame), corr_cfg.val_fraction, strata, corr_cfg.seed)
+    g, _ = group_codes(list(group_values(frame, group)[0]))
+    if share is None and corr_cfg.val_fraction is None:  # cross-fitting: every row serves both
+        return np.arange(len(frame)), np.arange(len(frame))
+    return split_rows(len(frame), corr_cfg.val_fraction if share is None else share, g * len(classes) + y,
+                      corr_cfg.seed)
 
 
 def _base_model(recipe: Recipe, value: str) -> str:
@@ -587,7 +607,8 @@ def _run_recipe(
     if len(groups) != len(set(groups)):
         raise errors.UsageError(f"{_where(recipe.path, recipe.lines, 'data.group')}: data.group names a column twice")
     det_cfg = _config("fairfix.detect.fit:DetectorConfig", {**det_cfg_raw, "mode": str(modes[0])})
-    corr_cfg = _config("fairfix.correct.fairnet:CorrectConfig", corr_raw)
+    corr_cfg = _config("fairfix.correct.config:CorrectConfig", corr_raw)
+    share = model_sect.get("correction_rows")
     if model_sect.get("path"):
         model_dir = Path(recipe.resolve(model_sect["path"]))
         outcome["train"] = "given"
@@ -605,9 +626,9 @@ def _run_recipe(
                                        groups=[*audit_groups, *groups])
             text_col = data.get("text_column", "text") if "base_model" in tcfg else None
             frame = train_frame
-            if hold_out:  # leave out the rows `correct` validates on, so the guard sees unseen rows
+            if hold_out or share:  # leave out the rows `correct` validates on (or trains on), so they are unseen
                 classes, _ = label_vocabulary(train_frame[label], tcfg.get("positive"))
-                frame = train_frame.iloc[_correct_split(train_frame, label, groups[0], classes, corr_cfg)[0]]
+                frame = train_frame.iloc[_correct_split(train_frame, label, groups[0], classes, corr_cfg, share)[0]]
                 frame = frame.reset_index(drop=True)
             train_model(frame, label=label, out=model_dir, features=None if text_col else features,
                         groups=[], text_column=text_col,
@@ -618,6 +639,8 @@ def _run_recipe(
         train_key: dict[str, Any] = {"data": data_key, "train": tcfg}
         if hold_out:
             train_key["hold_out"] = [corr_cfg.val_fraction, corr_cfg.seed]
+        if share:
+            train_key["correction_rows"] = [share, corr_cfg.seed]
         stop = step("train", train_key, [model_dir / "fairfix.json"], do_train)
     result: dict[str, Any] = {"out": str(out), "steps": outcome}
     if stop:
@@ -629,6 +652,9 @@ def _run_recipe(
     except errors.FairfixError as exc:
         raise _at(recipe, "model.path" if model_sect.get("path") else "model.train", exc) from exc
     eval_for_audit = eval_frame if eval_frame is not None else train_frame
+    if share:  # the correction's rows: the share of data.train the baseline never saw
+        train_frame = train_frame.iloc[_correct_split(train_frame, label, groups[0], model.classes, corr_cfg, share)[1]]
+        train_frame = train_frame.reset_index(drop=True)
     audit_kw: dict[str, Any] = {
         "bootstrap": int(audit_cfg.get("bootstrap", 1000)), "seed": int(audit_cfg.get("seed", 0)),
         "min_group_size": int(audit_cfg.get("min_group_size", 30)),

@@ -49,17 +49,30 @@ def correct(
         "--groups",
         help="auto: correct every group that holds an under-served (group, label) cell; minority: the minority alone.",
     )] = "auto",
+    objective: Annotated[str, typer.Option(
+        "--objective", help="both (triplet + cell-balanced task loss on the frozen head), triplet, or task."
+    )] = "both",
     ce_weight: Annotated[float, typer.Option(
-        "--ce-weight", help="Weight of the cross-entropy term beside the contrastive one."
+        "--ce-weight", help="Weight of the task (cross-entropy) term beside the triplet (--objective both)."
     )] = 1.0,
+    balance: Annotated[str, typer.Option(
+        "--balance", help="Every (group, label) cell alike per step: sample (balanced batches) or weight (loss "
+                          "weights)."
+    )] = "sample",
     train_on: Annotated[str, typer.Option(
         "--train-on", help="Rows the adapter trains on: flagged (by the detector) or minority."
     )] = "flagged",
-    epochs: Annotated[int, typer.Option(
-        "--epochs", help="Adapter training epochs (each is a candidate for the guard)."
-    )] = 8,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 256,
-    lr: Annotated[float, typer.Option("--lr", help="Learning rate of the adapter.")] = 2e-3,
+    steps: Annotated[int, typer.Option(
+        "--steps", help="The adapter's budget in optimizer steps, whatever the table's size."
+    )] = 400,
+    eval_every: Annotated[int, typer.Option(
+        "--eval-every", help="The guard judges the adapter after every this many steps (each a candidate budget)."
+    )] = 50,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Budget in passes over the corrected rows instead of --steps (turned into steps)."
+    )] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per step.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate of the adapter.")] = 3e-3,
     tau: Annotated[str, typer.Option(
         "--tau", help="auto (swept on validation) or a risk threshold in [0, 1]."
     )] = "auto",
@@ -71,15 +84,18 @@ def correct(
         help="Guard margin: accuracy change minus this many standard errors must be >= -max-accuracy-drop (0: plain "
         "floor).",
     )] = 1.0,
-    val_fraction: Annotated[float, typer.Option(
-        "--val-fraction", help="Share of DATA held out to choose epoch and tau."
-    )] = 0.2,
+    folds: Annotated[int, typer.Option(
+        "--folds", help="Cross-fitted folds for the guard: every row judged by adapters that did not train on it."
+    )] = 5,
+    val_fraction: Annotated[float | None, typer.Option(
+        "--val-fraction", help="A plain split instead of cross-fitting: this share of DATA chooses the setting."
+    )] = None,
     eval_data: Annotated[str | None, typer.Option(
         "--eval", help="Table for the before/after audits (default: the validation split)."
     )] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits and training.")] = 0,
     resume: Annotated[bool, typer.Option(
-        "--resume", help="Continue an interrupted run from its last completed epoch."
+        "--resume", help="Continue an interrupted run from its last completed fold."
     )] = False,
     input_format: Annotated[str | None, typer.Option("--input-format", help="csv, parquet or jsonl.")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", help="Output format of the comparison.")] = None,
@@ -124,9 +140,10 @@ def correct(
             raise errors.UsageError(f"--tau {tau!r}: expected 'auto' or a number in [0, 1]") from None
     config = CorrectConfig(rank=rank, alpha=alpha, dropout=dropout, targets=_model.split_columns(targets),
                            margin=margin, distance=distance, normalize=not raw_distance, groups=groups,
-                           ce_weight=ce_weight, train_on=train_on,
-                           epochs=epochs, batch_size=batch_size, lr=lr, tau=tau_value,
-                           max_accuracy_drop=max_accuracy_drop, guard_se=guard_se, val_fraction=val_fraction, seed=seed)
+                           objective=objective, ce_weight=ce_weight, balance=balance, train_on=train_on,
+                           steps=steps, eval_every=eval_every, epochs=epochs, batch_size=batch_size, lr=lr,
+                           tau=tau_value, max_accuracy_drop=max_accuracy_drop, guard_se=guard_se, folds=folds,
+                           val_fraction=val_fraction, seed=seed)
     base = _model.load(model, factory, None, None)
     if len(group) > 1:
         _correct_many(data, base, label=label, groups=group, minority=minorities, modes=modes, seed=seed,
@@ -152,15 +169,17 @@ def correct(
     shutil.rmtree(checkpoint, ignore_errors=True)
     doc = result["compare"]
     corr = doc.get("correction") or {}
-    if corr.get("warning"):
-        _output.warn(corr["warning"])
+    for line in [corr.get("warning"), *(doc.get("warnings") or [])]:
+        if line:
+            _output.warn(line)
     if not corrected.enabled:
         reasons = doc["guard"].get("reasons") or ["nothing passed the guard"]
         _output.warn(f"the bundle ships with the adapter disabled (outputs equal the base model's): {reasons[0]} "
-                     f"(the guard wants the validation accuracy change >= -{max_accuracy_drop:g} with "
-                     f"{guard_se:g} standard error(s) to spare: --max-accuracy-drop, --guard-se)")
+                     f"(the guard wants the held-out accuracy change >= -{max_accuracy_drop:g} with "
+                     f"{guard_se:g} standard error(s) to spare, and a worst-group gain above its noise: "
+                     "--max-accuracy-drop, --guard-se)")
     else:
-        _output.note(_choice(doc["chosen"], doc["base_validation"], "base"))
+        _output.note(_choice(doc["chosen"], doc["base_validation"], "base", doc.get("evidence")))
     _output.note(f"wrote bundle {out}")
     _output.emit_compare(doc, fmt, output, force)
     if log_to_mlflow:
@@ -171,12 +190,17 @@ def correct(
         _output.note(f"logged to MLflow run {run.run_id}")
 
 
-def _choice(ch: dict[str, Any], base: dict[str, Any], word: str) -> str:
-    """The guard's chosen setting and its validation figures beside the base's (``word``: how to call them)."""
+def _choice(ch: dict[str, Any], base: dict[str, Any], word: str, evidence: dict[str, Any] | None = None) -> str:
+    """The guard's chosen setting and its held-out figures beside the base's (``word``: how to call them)."""
     where = "every row" if ch.get("gate") == "all" else f"rows with risk > {ch['tau']:.2f}"
-    return (f"chose epoch {ch['epoch']}, strength {ch['strength']:g}, adapter on for {where}: validation accuracy "
+    ev = evidence or {}
+    on = (f"out-of-fold on {ev['rows']} rows ({ev['folds']} folds)" if ev.get("kind") == "cross-fit"
+          else f"on {ev.get('rows', '?')} validation rows")
+    bound = ch.get("wga_gain_lower")
+    return (f"chose {ch['steps']} steps, strength {ch['strength']:g}, adapter on for {where}: {on}, accuracy "
             f"{ch['accuracy']:.4f} ({word} {base['accuracy']:.4f}), worst-group {ch['worst_group_accuracy']:.4f} "
-            f"({word} {base['worst_group_accuracy']:.4f})")
+            f"({word} {base['worst_group_accuracy']:.4f}"
+            + (f"; gain's lower bound {bound:+.4f}" if bound is not None else "") + ")")
 
 
 def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minority: dict[str, list[str]],
@@ -201,7 +225,7 @@ def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minori
     doc = result["compare"]
     for a in doc["attributes"]:
         if a["adapter_enabled"]:
-            _output.note(f"{a['group']}: " + _choice(a["chosen"], a["base_validation"], "before"))
+            _output.note(f"{a['group']}: " + _choice(a["chosen"], a["base_validation"], "before", a.get("evidence")))
         else:
             reasons = a["guard"].get("reasons") or ["nothing passed the guard"]
             _output.warn(f"{a['group']}: the adapter is disabled (its rows keep the outputs of the model corrected "

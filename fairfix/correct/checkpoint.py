@@ -1,11 +1,13 @@
 """The correction's checkpoints: one folder per plan, resumable after an interruption.
 
-``checkpoint/<plan>/`` holds ``epoch_<k>.safetensors`` (the LoRA weights after epoch k),
-``optimizer.safetensors`` (the optimizer's tensors and the RNG states) and ``state.json``
-(epoch, sweep rows, history, the config and the run's key).  The key (:func:`run_key`)
-digests what the run depends on -- the training and validation rows, the options but
-``epochs``, the base model and the detector -- so ``--resume`` continues only the same run.
-Nothing is unpickled: tensors are safetensors, the rest JSON.
+The unit of work is one adapter of the guard's evidence: a cross-fitted fold (or the plain
+split) for one plan, trained for the whole budget and judged on its held-out rows.  Each unit
+is seeded on its own, so a run resumed after an interruption redoes only the units that had
+not finished and ends exactly as the uninterrupted run.  ``checkpoint/<plan>_<unit>.safetensors``
+holds the held-out rows' classes at every candidate, ``<plan>_<unit>.json`` the loss history
+and the run's key (:func:`run_key`: the rows, the options, the base model and the detector),
+so ``--resume`` continues only the same run.  Nothing is unpickled: tensors are safetensors,
+the rest JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fairfix import errors
 from fairfix.models.base import Model
 
 if TYPE_CHECKING:
-    from fairfix.correct.fairnet import CorrectConfig
+    from fairfix.correct.config import CorrectConfig
 
 
 def digest(obj: Any, h: Any = None) -> Any:
@@ -46,12 +48,12 @@ def digest(obj: Any, h: Any = None) -> Any:
     return h
 
 
-def run_key(model: Model, detector: Any, train: dict[str, Any], val: dict[str, Any],
-            config: CorrectConfig) -> dict[str, str]:
-    """What a checkpoint was written for: the data, the options (all but ``epochs``), the base, the detector."""
-    opts = {k: v for k, v in asdict(config).items() if k != "epochs"}
+def run_key(model: Model, detector: Any, data: dict[str, Any], split: Any, config: CorrectConfig
+            ) -> dict[str, str]:
+    """What a checkpoint was written for: the rows and split, the options, the base, the detector."""
+    opts = asdict(config)
     return {
-        "data": digest({"train": train, "val": val}).hexdigest(),
+        "data": digest({"data": data, "split": [] if split is None else list(split)}).hexdigest(),
         "options": digest(opts).hexdigest(),
         "model": str(model.digest) if model.digest else digest(model.module.state_dict()).hexdigest(),
         "detector": digest({"state": detector.module.state_dict(), "layer": detector.layer,
@@ -59,67 +61,59 @@ def run_key(model: Model, detector: Any, train: dict[str, Any], val: dict[str, A
     }
 
 
-def save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch.Tensor],
-                     config: CorrectConfig, *, key: dict[str, str], opt: Any, rng: dict[str, torch.Tensor],
-                     history: list[float], hinge_history: list[float]) -> None:
-    """After each completed epoch: its adapter weights, the optimiser and RNG states, the sweep so far.
+def save_unit(path: Path, name: str, adapted: np.ndarray, history: dict[str, list[float]], *,
+              key: dict[str, str], config: CorrectConfig) -> None:
+    """After one adapter of the guard's evidence (a fold, or the plain split) has been trained and judged.
 
-    Also the key of the run; atomic renames, ``state.json`` last, so it names only complete epochs.
+    ``adapted (budgets, strengths, rows)``: the classes its held-out rows got at each candidate;
+    atomic renames, the JSON last, so a listed unit is a complete one.
     """
     import os
 
     from safetensors.torch import save_file
 
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".epoch_{epoch}.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    os.replace(tmp, path / f"epoch_{epoch}.safetensors")
-    osd = opt.state_dict()
-    tensors = {f"opt.{i}.{name}": v.detach().contiguous() for i, st in osd["state"].items()
-               for name, v in st.items() if isinstance(v, torch.Tensor)}
-    tensors.update({f"rng.{k}": v.contiguous() for k, v in rng.items()})
-    save_file(tensors, str(path / ".optimizer.safetensors.tmp"))
-    os.replace(path / ".optimizer.safetensors.tmp", path / "optimizer.safetensors")
-    meta = {"epoch": epoch, "sweep": sweep, "config": asdict(config), "key": key,
-            "param_groups": osd["param_groups"], "history": history, "hinge_history": hinge_history}
-    (path / ".state.json.tmp").write_text(json.dumps(meta))
-    os.replace(path / ".state.json.tmp", path / "state.json")
+    tmp = path / f".{name}.safetensors.tmp"
+    save_file({"adapted": torch.from_numpy(np.ascontiguousarray(adapted, dtype=np.int64))}, str(tmp))
+    os.replace(tmp, path / f"{name}.safetensors")
+    meta = {"unit": name, "history": history, "config": asdict(config), "key": key}
+    (path / f".{name}.json.tmp").write_text(json.dumps(meta))
+    os.replace(path / f".{name}.json.tmp", path / f"{name}.json")
 
 
-def load_checkpoint(path: Path, module: torch.nn.Module, key: dict[str, str], strict: bool = True
-                     ) -> dict[str, Any] | None:
-    """The checkpoint of an interrupted run, checked against ``key``.
+def check_checkpoint(path: Path, key: dict[str, str], strict: bool = True) -> bool:
+    """Whether the checkpoint folder ``path`` was written for this run (``key``).
 
     A checkpoint written for other data, options, base or detector is refused (UsageError,
-    exit 2) when ``strict``; otherwise ignored (None: train from scratch).
+    exit 2) when ``strict``; otherwise False (train from scratch).
     """
+    metas = sorted(path.glob("*.json"))
+    for meta_path in metas:
+        try:
+            meta = json.loads(meta_path.read_text())
+            saved_key = meta["key"]
+            if not isinstance(saved_key, dict):
+                raise ValueError("no key")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not strict:
+                return False
+            raise errors.UsageError(f"--resume: {meta_path} is not a checkpoint of this fairfix "
+                                    f"({' '.join(str(exc).split()) or type(exc).__name__}); remove {path}") from None
+        differs = [k for k in ("data", "options", "model", "detector") if saved_key.get(k) != key[k]]
+        if differs:
+            if not strict:
+                return False
+            raise errors.UsageError(f"--resume: the checkpoint at {path} was written for other "
+                                    f"{', '.join(differs)} than this run's; rerun without --resume (and --force)")
+    return True
+
+
+def load_unit(path: Path, name: str) -> dict[str, Any] | None:
+    """A completed unit of a checked checkpoint (:func:`check_checkpoint`), or None."""
     from fairfix.models.base import load_safetensors
 
-    try:
-        meta = json.loads((path / "state.json").read_text())
-        epoch = int(meta["epoch"])
-        saved_key = meta["key"]
-        if not isinstance(saved_key, dict) or epoch < 1:
-            raise ValueError("no key")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        if not strict:
-            return None
-        raise errors.UsageError(f"--resume: {path / 'state.json'} is not a checkpoint of this fairfix "
-                                f"({' '.join(str(exc).split()) or type(exc).__name__}); remove {path}") from None
-    differs = [k for k in ("data", "options", "model", "detector") if saved_key.get(k) != key[k]]
-    if differs:
-        if not strict:
-            return None
-        raise errors.UsageError(f"--resume: the checkpoint at {path} was written for other "
-                                f"{', '.join(differs)} than this run's; rerun without --resume (and --force)")
-    states = [load_safetensors(path / f"epoch_{e}.safetensors") for e in range(1, epoch + 1)]
-    extra = load_safetensors(path / "optimizer.safetensors")
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, v in extra.items():
-        if name.startswith("opt."):
-            _, i, field_name = name.split(".", 2)
-            opt_state.setdefault(int(i), {})[field_name] = v
-    return {"epoch": epoch, "sweep": list(meta["sweep"]), "states": states,
-            "optimizer": {"state": opt_state, "param_groups": meta["param_groups"]},
-            "rng": {"shuffle": extra["rng.shuffle"], "torch": extra["rng.torch"]},
-            "history": list(meta.get("history", [])), "hinge_history": list(meta.get("hinge_history", []))}
+    if not (path / f"{name}.json").is_file():
+        return None
+    meta = json.loads((path / f"{name}.json").read_text())
+    adapted = load_safetensors(path / f"{name}.safetensors")["adapted"].numpy()
+    return {"adapted": adapted, "history": meta["history"]}

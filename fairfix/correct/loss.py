@@ -72,3 +72,38 @@ def triplet_loss(
         return per_row.mean()
     w = weights / weights.sum()
     return (per_row * w).sum()
+
+
+def objective(
+    z: torch.Tensor,
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    reference: torch.Tensor,
+    *,
+    anchors: torch.Tensor,
+    weights: torch.Tensor,
+    triplet_weight: float,
+    task_weight: float,
+    margin: float,
+    kind: str = "euclidean",
+    normalize: bool = True,
+) -> tuple[torch.Tensor, int]:
+    """The adapter's loss on one batch, and how many of its anchors have an open hinge.
+
+    ``z (B, D)`` the corrected head inputs, ``logits (B, C)`` the frozen head's outputs on them;
+    ``anchors (B,)`` marks the rows of the corrected groups that feed the triplet; ``weights (B,)``
+    the rows' weights (cell-balanced, or all 1 when the batch was drawn cell-balanced).
+    Both terms are weighted means, so their scales do not depend on the batch's make-up:
+    ``triplet_weight * triplet + task_weight * cross-entropy`` (DESIGN.md section 1, step 6).
+    """
+    loss = logits.new_zeros(())
+    n_open = 0
+    if triplet_weight > 0 and bool(anchors.any()):
+        h = hinge(z[anchors], y[anchors], reference, margin=margin, kind=kind, normalize=normalize)
+        wa = weights[anchors]
+        loss = loss + triplet_weight * (F.relu(h) * wa).sum() / wa.sum()
+        n_open = int((h.detach() > 0).sum())
+    if task_weight > 0:
+        ce = F.cross_entropy(logits, y, reduction="none")
+        loss = loss + task_weight * (ce * weights).sum() / weights.sum()
+    return loss, n_open

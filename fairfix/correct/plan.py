@@ -1,9 +1,9 @@
 """What the correction corrects, and how the guard judges a setting.
 
 :func:`correction_plan` picks the groups the adapter corrects and each class's reference
-group from the base model's validation cells; :func:`cell_weights` balances the anchors;
-:func:`guard_metrics` and :func:`accuracy_change` are the figures the no-loss guard reads
-(DESIGN.md section 1, step 4); :func:`why_off` says why an adapter shipped switched off.
+group from the base model's cells on the guard's rows; :func:`guard_metrics` and
+:func:`accuracy_change` are the figures the no-loss guard reads (DESIGN.md section 1, step 5;
+the guard itself is :mod:`fairfix.correct.select`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from fairfix.correct.fairnet import CorrectConfig
+    pass
 
 
 #: Share of anchors with an open hinge under which the contrastive term has nothing to act on.
@@ -55,13 +55,6 @@ def correction_plan(m_val: np.ndarray, y_val: np.ndarray, pred_val: np.ndarray, 
             "cell_accuracy_validation": [[None if np.isnan(v) else float(v) for v in row] for row in acc]}
 
 
-def cell_weights(cells: np.ndarray, n_cells: int) -> np.ndarray:
-    """Weights that give every occupied cell the same total (``1 / occupied``), rows within a cell equal."""
-    count = np.bincount(cells, minlength=n_cells).astype(float)
-    occupied = int((count > 0).sum())
-    return 1.0 / (occupied * count[cells])
-
-
 def guard_metrics(pred: np.ndarray, y: np.ndarray, g: np.ndarray, n_classes: int, positive: int | None
                   ) -> dict[str, float]:
     """Accuracy, worst-group accuracy and equalized-odds difference of class-index predictions.
@@ -94,19 +87,3 @@ def accuracy_change(pred: np.ndarray, base_pred: np.ndarray, y: np.ndarray) -> t
     d = (pred == y).astype(np.float64) - (base_pred == y)
     se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     return float(d.mean()), se
-
-
-def why_off(hinge_start: float, detector: Any, plan: dict[str, Any], config: CorrectConfig) -> list[str]:
-    """Why the guard shipped the adapter off, most telling first."""
-    reasons = []
-    if hinge_start < HINGE_CLOSED:
-        reasons.append(f"hinge closed: {hinge_start:.1%} of the anchors are inside the margin "
-                       f"{config.margin:g}, so the contrastive loss had nothing to correct")
-    rep = getattr(detector, "report", None) or {}
-    tpr, fpr = rep.get("tpr"), rep.get("fpr")
-    if plan["groups"] != "all" and tpr is not None and fpr is not None and tpr - fpr < DETECTOR_CHANCE:
-        reasons.append(f"detector at chance: TPR {tpr:.2f}, FPR {fpr:.2f} on its held-out rows, so the gate "
-                       "cannot find the rows to correct")
-    reasons.append("nothing passed the guard: no (epoch, strength, gate) raised validation worst-group accuracy "
-                   f"with an accuracy change - {config.guard_se:g} standard errors >= -{config.max_accuracy_drop:g}")
-    return reasons

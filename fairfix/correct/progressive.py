@@ -189,7 +189,8 @@ def correct_many(
     ``eval_data`` when given, else on the validation split, per attribute and over the
     intersection of all of them.
     """
-    from fairfix.correct.run import _default_minority_on_val, _split, training_frame
+    from fairfix.correct.crossfit import split_rows
+    from fairfix.correct.run import _default_minority_on_val, training_frame
     from fairfix.data.groups import group_values
     from fairfix.detect.fit import DetectorConfig, fit_detector
 
@@ -201,14 +202,14 @@ def correct_many(
         dcfgs = dcfgs * len(groups)
     minority = dict(minority or {})
     frame, y_all = training_frame(data, model, label=label, groups=groups, input_format=input_format)
+    codes = {g: group_codes(list(group_values(frame, g)[0]))[0] for g in groups}
     # stratified by the label and the first attribute: the split `fairfix correct --group FIRST` draws, so a
     # model trained off its validation rows stays off them whatever the other attributes' labels
-    first, _ = group_values(frame, groups[0])
-    strata = np.array([f"{y}|{g}" for y, g in zip(y_all, first, strict=True)])
-    tr, va = _split(len(frame), config.val_fraction, strata, config.seed)
-    train_frame, val_frame = frame.iloc[tr].reset_index(drop=True), frame.iloc[va].reset_index(drop=True)
-    train_inputs, val_inputs = model.encode(train_frame), model.encode(val_frame)
-    val_codes = {g: group_codes(list(group_values(val_frame, g)[0]))[0] for g in groups}
+    strata = codes[groups[0]] * len(model.classes) + y_all
+    split = None if config.val_fraction is None else split_rows(len(frame), config.val_fraction, strata, config.seed)
+    fit_frame = frame if split is None else frame.iloc[split[0]].reset_index(drop=True)
+    judge_frame = frame if split is None else frame.iloc[split[1]].reset_index(drop=True)
+    inputs = model.encode(frame)
 
     attributes: list[Attribute] = []
     work: Model = model  # the model corrected so far (its module holds the adapters fitted so far)
@@ -218,25 +219,21 @@ def correct_many(
                                                         digest=model.digest)
         dcfg = dcfgs[k]
         mins = list(minority.get(group) or [])
-        det_frame = train_frame.drop(columns=[group]) if dcfg.mode == "none" else train_frame
+        det_frame = fit_frame.drop(columns=[group]) if dcfg.mode == "none" else fit_frame
         if dcfg.mode != "none" and not mins:
-            mins = _default_minority_on_val(current, val_frame, label, group)
+            mins = _default_minority_on_val(current, judge_frame, label, group)
         detector = fit_detector(det_frame, current, group=None if dcfg.mode == "none" else group,
                                 minority=mins, label=label, config=dcfg, progress=progress)
-        if detector.mode == "none":
-            if not detector.minority:
-                detector.minority = _default_minority_on_val(current, val_frame, label, group)
-            train_minority = None
-        else:
-            train_minority = minority_codes(list(group_values(train_frame, group)[0]), detector.minority)
-        val_values = list(group_values(val_frame, group)[0])
-        train = {"inputs": train_inputs, "y": y_all[tr], "minority": train_minority, "group": None}
-        val = {"inputs": val_inputs, "y": y_all[va], "group": val_codes[group],
-               "minority": minority_codes(val_values, detector.minority),
-               "guard_groups": {g: val_codes[g] for g in groups if g != group}}
+        if detector.mode == "none" and not detector.minority:
+            detector.minority = _default_minority_on_val(current, judge_frame, label, group)
+        truth = minority_codes(list(group_values(frame, group)[0]), detector.minority)
+        rows = {"inputs": inputs, "y": y_all, "group": codes[group], "minority_eval": truth,
+                "minority": None if detector.mode == "none" else truth,
+                "guard_groups": {g: codes[g] for g in groups if g != group}}
         name = adapter_name(k, group)
-        corrected, record = fit_fairnet(work, detector, train, val, config, progress=progress, adapter=name,
+        corrected, record = fit_fairnet(work, detector, rows, config, split=split, progress=progress, adapter=name,
                                         prior=[a.stage() for a in attributes], peft_prior=peft_model)
+        record.pop("_held_out")
         work, peft_model = corrected.base, corrected.peft_model
         record["group"] = group
         record["detector_report"] = detector.report
@@ -244,13 +241,15 @@ def correct_many(
         attributes.append(Attribute(group, name, detector, detector.layer, corrected.tau, corrected.enabled,
                                     corrected.gate, list(record["targets"]), corrected.prototypes, record))
     final = ProgressiveModel(work, peft_model, attributes, path=None, digest=None)
-    return final, reports(final, model, frame=val_frame if eval_data is None else eval_data, label=label,
-                          groups=groups, eval_name=_eval_name(eval_data, val_frame), input_format=input_format)
+    return final, reports(final, model, frame=judge_frame if eval_data is None else eval_data, label=label,
+                          groups=groups, eval_name=_eval_name(eval_data, split is not None),
+                          input_format=input_format)
 
 
-def _eval_name(eval_data: Any, val_frame: Any) -> str:
+def _eval_name(eval_data: Any, plain_split: bool) -> str:
     if eval_data is None:
-        return "validation split"
+        return ("validation split" if plain_split else
+                "DATA, in-sample (the shipped adapters trained on these rows: optimistic; pass --eval)")
     if isinstance(eval_data, str | Path):
         return str(eval_data)
     return f"<in-memory table of {len(eval_data)} rows>"
@@ -292,6 +291,7 @@ def reports(corrected: ProgressiveModel, base: Model, *, frame: Any, label: str,
                          "mode": a.detector.mode},
             "tau": a.tau, "gate": rec["gate"], "adapter_enabled": a.enabled, "chosen": rec["chosen"],
             "guard": rec["guard"], "correction": rec["correction"], "base_validation": rec["base_validation"],
+            "evidence": rec.get("evidence"),
             "detector_report": rec.get("detector_report"),
         })
     compare = build_compare(before, after, detector=None, tau=None, extra={

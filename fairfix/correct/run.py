@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from fairfix import errors
+from fairfix.correct.crossfit import split_rows
 from fairfix.correct.fairnet import (
     CorrectConfig,
     CorrectedModel,
@@ -17,18 +18,6 @@ from fairfix.correct.fairnet import (
     minority_codes,
 )
 from fairfix.models.base import Model
-
-
-def _split(n: int, fraction: float, strata: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (train, val) row ids."""
-    rng = np.random.default_rng(seed)
-    val = []
-    for s in np.unique(strata):
-        ids = rng.permutation(np.flatnonzero(strata == s))
-        val.append(ids[: int(round(len(ids) * fraction))])
-    v = np.sort(np.concatenate(val)) if val else np.zeros(0, int)
-    t = np.setdiff1d(np.arange(n), v)
-    return t, v
 
 
 def detector_summary(corrected: CorrectedModel, frame: Any, group: str) -> dict[str, Any]:
@@ -99,12 +88,14 @@ def correct(
 ) -> tuple[CorrectedModel, dict[str, Any]]:
     """Fit FairNet on ``data`` for ``model`` and return the corrected model and its reports.
 
-    The validation split (``config.val_fraction`` of ``data``, stratified by label and
-    group) chooses the epoch and tau under the no-loss guard; the before/after audits
-    are computed on ``eval_data`` when given, else on that validation split.  With
-    ``detector_config.mode == "none"`` the group labels of the training rows are not
-    used (the detector is unsupervised and the adapter trains on flagged rows); the
-    validation rows' labels still drive the guard.
+    The guard chooses the budget, strength and gate on cross-fitted evidence (every row
+    judged by adapters that did not train on it; ``config.folds`` folds stratified by label
+    and group), or on a plain split when ``config.val_fraction`` is set.  The before/after
+    audits run on ``eval_data`` when given, else on the guard's rows: the base's predictions
+    against the held-out adapters' (out-of-fold, so not the shipped adapter's in-sample
+    figures).  With ``detector_config.mode == "none"`` the group labels are not used for
+    training (the detector is unsupervised and the adapter trains on flagged rows); the
+    guard still reads them.
     """
     import fairfix
     from fairfix.data.frames import read_frame
@@ -120,66 +111,113 @@ def correct(
     config = config or CorrectConfig()
     frame, y_all = training_frame(data, model, label=label, groups=[group], input_format=input_format)
     gvals, distinct = group_values(frame, group)
-    strata = np.array([f"{y}|{g}" for y, g in zip(y_all, gvals, strict=True)])
-    tr, va = _split(len(frame), config.val_fraction, strata, config.seed)
-    train_frame, val_frame = frame.iloc[tr].reset_index(drop=True), frame.iloc[va].reset_index(drop=True)
+    g_codes, _ = group_codes(list(gvals))
+    strata = g_codes * len(model.classes) + y_all
+    split = None if config.val_fraction is None else split_rows(len(frame), config.val_fraction, strata, config.seed)
+    # the detector and the default minority: the training rows of a plain split, every row when cross-fitting
+    fit_frame = frame if split is None else frame.iloc[split[0]].reset_index(drop=True)
+    judge_frame = frame if split is None else frame.iloc[split[1]].reset_index(drop=True)
 
     if isinstance(detector, str | Path):
         detector = load_detector(detector, model)
     if detector is None:
         dcfg = detector_config or DetectorConfig(seed=config.seed)
-        det_frame = train_frame
+        det_frame = fit_frame
         if dcfg.mode == "none":
-            det_frame = train_frame.drop(columns=[group])
+            det_frame = fit_frame.drop(columns=[group])
         elif not minority:
-            # DESIGN.md section 3: the default minority is the group of the worst cell on the validation split
+            # DESIGN.md section 3: the default minority is the group of the worst cell on the guard's rows
             # (not on the detector's own held-out rows, which are few when labels are partial).
-            minority = _default_minority_on_val(model, val_frame, label, group)
+            minority = _default_minority_on_val(model, judge_frame, label, group)
         detector = fit_detector(det_frame, model, group=None if dcfg.mode == "none" else group,
                                 minority=minority, label=label, config=dcfg, progress=progress)
     if not isinstance(detector, Detector):
         raise errors.UsageError("detector must be a fairfix Detector or a detector directory")
-    mode = detector.mode
     minority_vals = detector.minority
-    if mode == "none":
+    if detector.mode == "none":
         # No sensitive labels in training: the detector's flags stand for minority membership.
         if not minority_vals:
-            minority_vals = _default_minority_on_val(model, val_frame, label, group)
+            minority_vals = _default_minority_on_val(model, judge_frame, label, group)
             detector.minority = minority_vals
-        train_minority = None
-    else:
-        train_minority = minority_codes(list(group_values(train_frame, group)[0]), minority_vals)
-    val_values = list(group_values(val_frame, group)[0])
-    val_g, _ = group_codes(val_values)
-    train = {"inputs": model.encode(train_frame), "y": y_all[tr],
-             "minority": train_minority, "group": None}
-    val = {"inputs": model.encode(val_frame), "y": y_all[va], "group": val_g,
-           "minority": minority_codes(val_values, minority_vals)}
-    corrected, record = fit_fairnet(model, detector, train, val, config, progress=progress,
+    truth = minority_codes(list(gvals), minority_vals)
+    rows = {"inputs": model.encode(frame), "y": y_all, "group": g_codes, "minority_eval": truth,
+            "minority": None if detector.mode == "none" else truth}
+    corrected, record = fit_fairnet(model, detector, rows, config, split=split, progress=progress,
                                     checkpoint=checkpoint, resume=resume)
+    held = record.pop("_held_out")
 
-    eval_frame = val_frame if eval_data is None else read_frame(eval_data, None, input_format)
-    if eval_data is None:
-        eval_name = "validation split"
-    elif isinstance(eval_data, str | Path):
-        eval_name = str(eval_data)
+    if eval_data is None:  # the guard's own rows: the base's predictions against the held-out adapters'
+        eval_frame = frame.iloc[held["rows"]].reset_index(drop=True)
+        eval_name = ("validation split" if split is not None
+                     else f"out-of-fold predictions on DATA ({config.folds} folds)")
+        before = _audit_classes(eval_frame, held["base_pred"], model, label, group)
+        after = _audit_classes(eval_frame, held["pred"], model, label, group)
     else:
-        eval_name = f"<in-memory table of {len(eval_frame)} rows>"
-    before = fairfix.audit(eval_frame, label=label, group=[group], model=model, bootstrap=0).to_dict()
-    after = fairfix.audit(eval_frame, label=label, group=[group], model=corrected, bootstrap=0).to_dict()
+        eval_frame = read_frame(eval_data, None, input_format)
+        eval_name = (str(eval_data) if isinstance(eval_data, str | Path)
+                     else f"<in-memory table of {len(eval_frame)} rows>")
+        before = fairfix.audit(eval_frame, label=label, group=[group], model=model, bootstrap=0).to_dict()
+        after = fairfix.audit(eval_frame, label=label, group=[group], model=corrected, bootstrap=0).to_dict()
     det = detector_summary(corrected, eval_frame, group)
+    record["warnings"] = memorised_rows(model, data, frame, y_all, eval_frame if eval_data is not None else None,
+                                        label)
     compare = build_compare(before, after, detector=det, tau=corrected.tau, extra={
         "evaluated_on": eval_name,
         "adapter_enabled": corrected.enabled,
         "guard": record["guard"],
         "gate": record["gate"],
         "correction": record["correction"],
+        "evidence": record["evidence"],
         "chosen": record["chosen"],
         "base_validation": record["base_validation"],
         "sweep": record["sweep"],
         "detector_report": detector.report,
+        "warnings": record["warnings"],
     })
     return corrected, {"record": record, "before": before, "after": after, "compare": compare}
+
+
+def _audit_classes(frame: Any, classes: np.ndarray, model: Model, label: str, group: str) -> dict[str, Any]:
+    """The audit of given class predictions (indices into ``model.classes``) on ``frame``'s rows."""
+    import fairfix
+
+    col = "__fairfix_pred__"
+    labelled = frame.assign(**{col: np.asarray(model.classes, dtype=object)[classes]})
+    return fairfix.audit(labelled, label=label, group=[group], pred=col, positive=model.positive, bootstrap=0
+                         ).to_dict()
+
+
+#: Accuracy on DATA this much above the accuracy on unseen rows says the base has fitted DATA.
+MEMORISED_GAP = 0.05
+
+
+def memorised_rows(model: Model, data: Any, frame: Any, y: np.ndarray, eval_frame: Any, label: str) -> list[str]:
+    """A one-line warning when the base has fitted DATA's rows (they teach the adapter little).
+
+    Two signals: DATA is the file the base was trained on (the model's manifest records its
+    sha256), or the base is ``MEMORISED_GAP`` more accurate on DATA than on the ``--eval`` rows.
+    """
+    from fairfix.artifacts import data_fingerprint
+    from fairfix.data.frames import embedded_file
+
+    hint = ("rows the base has fitted teach the adapter little: pass rows the base never saw as DATA "
+            "(hold some out of `fairfix train`)")
+    trained_on = ((getattr(model, "manifest", None) or {}).get("training") or {}).get("data") or {}
+    fp = data_fingerprint(embedded_file(str(data)) or data) if isinstance(data, str | Path) else {"sha256": None}
+    if fp["sha256"] is not None and fp["sha256"] == trained_on.get("sha256"):
+        return [f"DATA is the table the base model was trained on ({trained_on.get('source')}); {hint}"]
+    if eval_frame is None or label not in eval_frame.columns:
+        return []
+    from fairfix.data.labels import encode_labels
+
+    acc_data = float((model.predict_proba(frame).argmax(1) == y).mean())
+    known = eval_frame[label].notna()
+    y_eval = encode_labels(eval_frame.loc[known, label], model.classes)
+    acc_eval = float((model.predict_proba(eval_frame[known]).argmax(1) == y_eval).mean())
+    if acc_data - acc_eval > MEMORISED_GAP:
+        return [f"the base model is {acc_data:.1%} accurate on DATA but {acc_eval:.1%} on the --eval rows: it has "
+                f"fitted DATA, and {hint}"]
+    return []
 
 
 def _default_minority_on_val(model: Any, frame: Any, label: str, group: str) -> list[Any]:

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from fairfix.correct.fairnet import CorrectConfig, open_share
+from fairfix.correct.loop import Rows
 from fairfix.correct.loss import distance, hinge, triplet_loss
-from fairfix.correct.plan import cell_weights, correction_plan
+from fairfix.correct.plan import correction_plan
 
 
 def test_normalised_distances_lie_in_0_2_whatever_the_feature_scale():
@@ -37,7 +38,7 @@ def test_hinge_opens_exactly_past_the_margin():
 
 def test_anchor_weights_balance_every_cell():
     cells = np.array([0, 0, 0, 0, 0, 0, 0, 0, 1, 3, 3, 3])  # cell 2 empty
-    w = cell_weights(cells, 4)
+    w = Rows(np.arange(len(cells)), cells, np.ones(len(cells), bool)).cell_weights()
     totals = np.bincount(cells, weights=w, minlength=4)
     np.testing.assert_allclose(totals, [1 / 3, 1 / 3, 0, 1 / 3])
     assert w.sum() == pytest.approx(1.0)

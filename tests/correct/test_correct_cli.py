@@ -129,39 +129,36 @@ def test_compare_cli_gates_and_bad_files(workspace, tmp_path):
     assert res.exit_code == 0 and "| metric | before | after | delta |" in res.stdout
 
 
-def test_interrupted_training_resumes_from_last_epoch(tmp_path):
+def test_interrupted_training_resumes_from_last_completed_fold(tmp_path):
     frame = make_frame(900, seed=5)
     model, _ = train_tabular(frame, label="y", features=["x0", "x1", "x2", "cat"],
                              config=TrainConfig(hidden=[16, 8], epochs=3, seed=0))
     det_cfg = DetectorConfig(epochs=3, seed=0)
-    cfg = CorrectConfig(epochs=3, seed=0)
+    cfg = CorrectConfig(steps=20, eval_every=10, folds=3, seed=0)
     ckpt = tmp_path / "ckpt"
-    seen: list[int] = []
 
-    def stop_after_first(stage, done, total=None, metrics=None):
-        if stage == "adapter":
-            seen.append(done)
-            if done == 1:
-                raise KeyboardInterrupt
+    def stop_in_second_fold(stage, done, total=None, metrics=None):
+        if stage == "adapter" and done == 30:  # the first fold (20 steps) is complete, the second half done
+            raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg, config=cfg,
-                progress=stop_after_first, checkpoint=ckpt)
-    first = sorted(ckpt.glob("*/state.json"))[0]  # one folder per candidate plan ("all", "minority")
-    assert json.loads(first.read_text())["epoch"] == 1 and (first.parent / "epoch_1.safetensors").is_file()
+                progress=stop_in_second_fold, checkpoint=ckpt)
+    units = sorted(p.name for p in ckpt.glob("*.json"))
+    assert len(units) == 1 and units[0].endswith("_0.json")  # one complete unit, nothing half-written
+    assert not list(ckpt.glob(".*"))
     resumed: list[int] = []
     _, result = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
                         config=cfg, checkpoint=ckpt, resume=True,
                         progress=lambda s, d, t=None, m=None: resumed.append(d) if s == "adapter" else None)
-    plans = result["record"]["correction"]["candidates"]
-    assert resumed == list(range(2, 3 * len(plans) + 1))  # epoch 1 was not redone
-    assert sorted({r["epoch"] for r in result["record"]["sweep"]}) == [1, 2, 3]
+    assert resumed[0] == 30  # the first fold was read, not redone
+    assert {r["steps"] for r in result["record"]["sweep"]} == {10, 20}
     assert np.isfinite(result["record"]["base_validation"]["accuracy"])
-    # the resumed run is the uninterrupted run: same sweep, same losses, same choice, same weights
-    whole, whole_result = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
-                                  config=cfg)
+    # the resumed run is the uninterrupted run: same sweep, same losses, same choice
+    _, whole_result = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
+                              config=cfg)
     assert result["record"]["sweep"] == whole_result["record"]["sweep"]
-    assert result["record"]["loss_history"] == whole_result["record"]["loss_history"]
+    assert result["record"]["unit_loss_histories"] == whole_result["record"]["unit_loss_histories"]
     assert result["record"]["chosen"] == whole_result["record"]["chosen"]
 
 
@@ -174,17 +171,16 @@ def test_resume_refuses_a_checkpoint_of_other_data_or_options(tmp_path):
     det_cfg = DetectorConfig(epochs=2, seed=0)
     ckpt = tmp_path / "ckpt"
     correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
-            config=CorrectConfig(epochs=2, seed=0), checkpoint=ckpt)
-    for changed_frame, cfg, what in ((frame, CorrectConfig(epochs=2, seed=0, lr=0.5), "options"),
-                                     (make_frame(600, seed=6), CorrectConfig(epochs=2, seed=0), "data")):
+            config=CorrectConfig(steps=10, eval_every=5, folds=2, seed=0), checkpoint=ckpt)
+    for changed_frame, cfg, what in ((frame, CorrectConfig(steps=10, eval_every=5, folds=2, seed=0, lr=0.5),
+                                      "options"),
+                                     (make_frame(600, seed=6), CorrectConfig(steps=10, eval_every=5, folds=2, seed=0),
+                                      "data")):
         with pytest.raises(errors.UsageError, match=f"other {what}"):
             correct(changed_frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
                     config=cfg, checkpoint=ckpt, resume=True)
     # fairfix run's mode: a stale checkpoint is set aside and the run trains from scratch
     _, fresh = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
-                       config=CorrectConfig(epochs=2, seed=0, lr=0.5), checkpoint=ckpt, resume="if-matching")
+                       config=CorrectConfig(steps=10, eval_every=5, folds=2, seed=0, lr=0.5), checkpoint=ckpt,
+                       resume="if-matching")
     assert fresh["record"]["config"]["lr"] == 0.5
-    # fewer epochs than the checkpoint holds: the later epochs leave the sweep
-    _, short = correct(frame, model, label="y", group="grp", minority=["min"], detector_config=det_cfg,
-                       config=CorrectConfig(epochs=1, seed=0, lr=0.5), checkpoint=ckpt, resume=True)
-    assert {r["epoch"] for r in short["record"]["sweep"]} == {1}

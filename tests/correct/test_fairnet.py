@@ -148,8 +148,8 @@ def test_guard_margin_only_removes_candidates(trained_result_pair):
     """guard_se > 0 keeps the plain floor and adds a margin: every setting it passes, the
     plain floor passes too; what it chooses passes with its margin to spare."""
     plain, strict = trained_result_pair
-    assert [(r["epoch"], r["strength"], r["tau"]) for r in plain["sweep"]] == \
-        [(r["epoch"], r["strength"], r["tau"]) for r in strict["sweep"]]
+    assert [(r["steps"], r["strength"], r["tau"]) for r in plain["sweep"]] == \
+        [(r["steps"], r["strength"], r["tau"]) for r in strict["sweep"]]
     for p, s in zip(plain["sweep"], strict["sweep"], strict=True):
         assert p["accuracy"] == s["accuracy"] and p["accuracy_gain_se"] == s["accuracy_gain_se"]
         assert s["passes_guard"] <= p["passes_guard"]

@@ -134,16 +134,14 @@ def test_guard_rejects_settings_that_drop_another_attributes_worst_cell(fitted):
     y = encode_labels(frame["y"], base.classes)
     det = fit_detector(frame.iloc[tr], base, group="grp", minority=["min"], label="y",
                        config=DetectorConfig(epochs=5, seed=0))
-    val_frame = frame.iloc[va].reset_index(drop=True)
-    right = base.predict_proba(val_frame).argmax(1) == y[va]
+    right = base.predict_proba(frame).argmax(1) == y
     codes = np.where(right, 0, -1)
-    gval, _ = group_codes(list(val_frame["grp"]))
-    train = {"inputs": base.encode(frame.iloc[tr]), "y": y[tr],
-             "minority": (frame["grp"].iloc[tr] == "min").astype(int).to_numpy(), "group": None}
-    val = {"inputs": base.encode(val_frame), "y": y[va], "group": gval,
-           "minority": (val_frame["grp"] == "min").astype(int).to_numpy(), "guard_groups": {"right": codes}}
+    g_all, _ = group_codes(list(frame["grp"]))
+    minority = (frame["grp"] == "min").astype(int).to_numpy()
+    data = {"inputs": base.encode(frame), "y": y, "group": g_all, "minority": minority, "minority_eval": minority,
+            "guard_groups": {"right": codes}}
     cfg = CorrectConfig(epochs=2, seed=0, batch_size=128, guard_se=0.0, max_accuracy_drop=0.5)
-    _, record = fit_fairnet(base, det, train, val, cfg, adapter="fairnet_0_grp")
+    _, record = fit_fairnet(base, det, data, cfg, split=(tr, va), adapter="fairnet_0_grp")
     assert record["guard"]["attribute_worst_group_accuracy_before"] == {"right": 1.0}
     floor = record["guard"]["floor"]
     dropped = [r for r in record["sweep"] if r["attribute_worst_group_accuracy"]["right"] < 1.0
