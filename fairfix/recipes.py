@@ -84,7 +84,7 @@ SCHEMA: dict[str, Any] = {
 TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
     "hidden": list, "dropout": float, "epochs": int, "batch_size": int, "lr": float, "val_fraction": float,
     "patience": int, "seed": int, "base_model": str, "max_length": int, "max_steps": int, "positive": _ANY_SCALAR,
-    "factory": str,
+    "factory": str, "steps": int, "eval_every": int,
 }
 
 

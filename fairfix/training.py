@@ -93,6 +93,8 @@ def train_model(
     input_format: str | None = None,
     force: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    steps: int | None = None,
+    eval_every: int | None = None,
 ) -> dict[str, Any]:
     """Train the ERM baseline on ``data`` and save it to ``out``; return a summary.
 
@@ -101,6 +103,12 @@ def train_model(
     that ``factory`` (``package.module:function``) builds, fed the numeric
     ``features`` as they are, when ``factory`` is given (``hidden`` and
     ``dropout`` shape the MLP only).
+
+    The MLP's and a factory module's budget: ``epochs`` passes over the rows when given,
+    else ``steps`` optimizer steps (default 2,000, evaluated every ``eval_every`` = 100 steps
+    for early stopping), whatever the table's size: 30 epochs of 256-row batches gave a
+    720-row table 90 steps (DESIGN.md section 1, step 6).  Text models keep ``epochs`` /
+    ``max_steps``.
     """
     from dataclasses import asdict
 
@@ -135,8 +143,8 @@ def train_model(
         from fairfix.models.factory import train_factory
 
         used = select_features(list(frame.columns), label=label, features=features, exclude=exclude, groups=groups)
-        erm = ErmConfig(epochs=epochs or 30, batch_size=batch_size or 256, lr=lr or 1e-3,
-                        val_fraction=val_fraction, patience=patience, seed=seed)
+        erm = ErmConfig(batch_size=batch_size or 256, lr=lr or 1e-3, val_fraction=val_fraction, patience=patience,
+                        seed=seed, **_budget(epochs, steps, eval_every))
         model, info = train_factory(frame, label=label, features=used, factory=factory, config=erm,
                                     positive=positive, progress=progress)
         config = asdict(erm)
@@ -144,9 +152,9 @@ def train_model(
         from fairfix.models.tabular import TrainConfig, train_tabular
 
         used = select_features(list(frame.columns), label=label, features=features, exclude=exclude, groups=groups)
-        cfg = TrainConfig(hidden=list(hidden), dropout=dropout, epochs=epochs or 30,
-                          batch_size=batch_size or 256, lr=lr or 1e-3, val_fraction=val_fraction,
-                          patience=patience, seed=seed)
+        cfg = TrainConfig(hidden=list(hidden), dropout=dropout, batch_size=batch_size or 256, lr=lr or 1e-3,
+                          val_fraction=val_fraction, patience=patience, seed=seed,
+                          **_budget(epochs, steps, eval_every))
         model, info = train_tabular(frame, label=label, features=used, config=cfg, positive=positive,
                                     progress=progress)
         config = asdict(cfg)
@@ -167,3 +175,17 @@ def train_model(
         if info.get("history") else None,
         "files": manifest["files"],
     }
+
+
+#: ``fairfix train``'s budget when neither epochs nor steps are given: optimizer steps, and the
+#: steps between the evaluations that early stopping reads.
+DEFAULT_STEPS, DEFAULT_EVAL_EVERY = 2000, 100
+
+
+def _budget(epochs: int | None, steps: int | None, eval_every: int | None) -> dict[str, Any]:
+    """ErmConfig's budget fields: ``epochs`` passes when given, else ``steps`` (default 2,000)."""
+    if epochs is not None and steps is not None:
+        raise errors.UsageError("--epochs and --steps both set the budget; give one")
+    if epochs is not None:
+        return {"epochs": epochs, "eval_every": eval_every}
+    return {"epochs": None, "steps": steps or DEFAULT_STEPS, "eval_every": eval_every or DEFAULT_EVAL_EVERY}

@@ -180,8 +180,8 @@ class RowProgress:
 class EpochProgress(RowProgress):
     """Progress over epochs that shows the latest losses."""
 
-    def __init__(self, description: str, quiet: bool = False):
-        super().__init__(description, unit="epochs", quiet=quiet)
+    def __init__(self, description: str, quiet: bool = False, unit: str = "epochs"):
+        super().__init__(description, unit=unit, quiet=quiet)
 
     def __call__(self, done: int, total: int | None = None, metrics: dict[str, float] | None = None) -> None:  # type: ignore[override]
         if self._progress is not None:

@@ -40,7 +40,16 @@ def train(
     )] = None,
     hidden: Annotated[str, typer.Option("--hidden", help="Hidden layer widths of the tabular MLP.")] = "128,64",
     dropout: Annotated[float, typer.Option("--dropout", help="Dropout of the tabular MLP.")] = 0.1,
-    epochs: Annotated[int | None, typer.Option("--epochs", help="Maximum epochs (tabular default 30, text 1).")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", help="Budget in passes over the rows instead of --steps (text models: default 1)."
+    )] = None,
+    steps: Annotated[int | None, typer.Option(
+        "--steps", help="Budget in optimizer steps whatever the table's size (tabular and --factory; default 2000)."
+    )] = None,
+    eval_every: Annotated[int | None, typer.Option(
+        "--eval-every", help="Steps between the evaluations early stopping reads (default 100; with --epochs: "
+                             "each pass)."
+    )] = None,
     batch_size: Annotated[int | None, typer.Option(
         "--batch-size", help="Rows per step (tabular default 256, text 16)."
     )] = None,
@@ -49,7 +58,7 @@ def train(
         "--val-fraction", help="Share of rows held out for early stopping."
     )] = 0.1,
     patience: Annotated[int, typer.Option(
-        "--patience", help="Epochs without validation improvement before stopping."
+        "--patience", help="Evaluations without validation improvement before stopping."
     )] = 4,
     max_length: Annotated[int, typer.Option("--max-length", help="Token limit of text models.")] = 128,
     max_steps: Annotated[int | None, typer.Option(
@@ -71,13 +80,15 @@ def train(
     except ValueError:
         raise _usage(f"--hidden {hidden!r}: expected comma-separated integers, e.g. 128,64") from None
     _output.check_outputs(out, None, force, inputs=[data, base_model])
-    with _output.EpochProgress("training", quiet=quiet) as progress:
+    unit = "epochs" if text_column is not None else "evaluations"
+    with _output.EpochProgress("training", quiet=quiet, unit=unit) as progress:
         summary = train_model(
             data, label=label, out=out, features=_model.split_columns(features), exclude=exclude or [],
             groups=group or [], text_column=text_column, factory=factory, base_model=base_model,
             positive=positive, hidden=widths, dropout=dropout, epochs=epochs, batch_size=batch_size, lr=lr,
             val_fraction=val_fraction, patience=patience, max_length=max_length, max_steps=max_steps,
-            seed=seed, input_format=input_format, force=force, progress=progress,
+            seed=seed, input_format=input_format, force=force, progress=progress, steps=steps,
+            eval_every=eval_every,
         )
     _output.print_summary(summary, fmt or Format.table, title=f"trained {out}")
 

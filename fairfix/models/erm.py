@@ -28,17 +28,27 @@ M = TypeVar("M", bound=nn.Module)
 class ErmConfig:
     """Hyper-parameters of the ERM loop (recorded in the manifest)."""
 
-    epochs: int = 30
+    #: The budget in passes over the rows (the loop's candidates at each pass's end), or
+    #: None to count it in ``steps`` instead.
+    epochs: int | None = 30
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
     val_fraction: float = 0.1
+    #: Stop after this many evaluations without a better validation loss.
     patience: int = 4
     seed: int = 0
+    #: The budget in optimizer steps, whatever the table's size (used when ``epochs`` is None):
+    #: a small table gets as many steps as a large one (DESIGN.md section 1, step 6).
+    steps: int = 2000
+    #: Evaluate (and keep the best weights) every this many steps; None: at each pass's end.
+    eval_every: int | None = None
 
     def __post_init__(self) -> None:
         self._check({
-            "epochs": self.epochs >= 1,
+            "epochs": self.epochs is None or self.epochs >= 1,
+            "steps": self.steps >= 1,
+            "eval_every": self.eval_every is None or self.eval_every >= 1,
             "batch_size": self.batch_size >= 1,
             "lr": self.lr > 0,
             "val_fraction": 0.0 <= self.val_fraction < 1.0,
@@ -47,6 +57,12 @@ class ErmConfig:
 
     def _check(self, checks: dict[str, bool]) -> None:
         errors.check_options("training", self, checks)
+
+    def budget(self, rows: int) -> tuple[int, int]:
+        """(optimizer steps, steps between evaluations) for ``rows`` training rows."""
+        per_pass = max(1, -(-rows // self.batch_size))
+        total = self.steps if self.epochs is None else self.epochs * per_pass
+        return total, min(total, self.eval_every or per_pass)
 
 
 def split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -88,13 +104,17 @@ def erm_fit(
     forward
         ``forward(module, x_batch) -> logits (B, C)``; default ``module(x_batch)``.
     progress
-        Called after each epoch with (epoch, epochs, metrics).
+        Called after each evaluation with (evaluations done, evaluations in the budget, metrics).
 
     Returns
     -------
     module, info
-        ``info`` has ``epochs_run``, ``best_epoch`` (1-based), the per-epoch
-        ``history`` and the row counts.
+        ``info`` has ``steps_run``, ``best_step``, ``epochs_run`` (evaluations),
+        ``best_epoch`` (the best evaluation, 1-based), the per-evaluation ``history``
+        and the row counts.
+
+    The budget is ``config.budget``: steps, or passes over the rows; batches are shuffled
+    passes either way, and an evaluation every ``eval_every`` steps (or pass) is a candidate.
     """
     run = forward or (lambda m, xb: m(xb))
     with torch.random.fork_rng(devices=[]):
@@ -108,35 +128,47 @@ def erm_fit(
         gen = torch.Generator().manual_seed(config.seed)
         tr = torch.from_numpy(np.asarray(train_idx))
         n_val = len(val_idx)
-        for epoch in range(config.epochs):
-            module.train()
-            perm = tr[torch.randperm(len(tr), generator=gen)]
-            total = 0.0
-            for start in range(0, len(perm), config.batch_size):
-                idx = perm[start : start + config.batch_size]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(run(module, x[idx]), y[idx])
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
+        budget, every = config.budget(len(tr))
+        n_evals = -(-budget // every)
+        perm = tr[:0]
+        total, seen, step = 0.0, 0, 0
+        module.train()
+        while step < budget:
+            if len(perm) == 0:
+                perm = tr[torch.randperm(len(tr), generator=gen)]
+            idx, perm = perm[: config.batch_size], perm[config.batch_size :]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(run(module, x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            step += 1
+            if step % every and step < budget:
+                continue
             module.eval()
-            metrics = {"train_loss": total / max(len(perm), 1)}
+            metrics = {"train_loss": total / max(seen, 1), "step": float(step)}
+            total, seen = 0.0, 0
             if n_val:
                 with torch.no_grad():
                     logits = run(module, x[val_idx])
                     metrics["val_loss"] = float(loss_fn(logits, y[val_idx]))
                     metrics["val_accuracy"] = float((logits.argmax(1) == y[val_idx]).float().mean())
             history.append(metrics)
+            evaluation = len(history) - 1
             score = metrics.get("val_loss", metrics["train_loss"])
             if score < best[0] - 1e-6:
-                best = (score, epoch)
+                best = (score, evaluation)
                 best_state = {k: v.clone() for k, v in module.state_dict().items()}
             if progress is not None:
-                progress(epoch + 1, config.epochs, metrics)
-            if epoch - best[1] >= config.patience:
+                progress(evaluation + 1, n_evals, metrics)
+            if evaluation - best[1] >= config.patience:
                 break
+            module.train()
         module.load_state_dict(best_state)
     module.eval()
     info = {"epochs_run": len(history), "best_epoch": best[1] + 1, "history": history,
+            "steps_run": int(history[-1]["step"]) if history else 0,
+            "best_step": int(history[best[1]]["step"]) if history and best[1] >= 0 else 0,
             "train_rows": int(len(train_idx)), "val_rows": int(n_val)}
     return module, info
