@@ -1,13 +1,13 @@
 """The FairNet benchmark's shared protocol: splits, metrics, the cached ERM model, what the peers read.
 
 Used by ``fairnet.py`` (the entry script), ``fairnet_run.py`` (one dataset and seed), the peers
-(``peer_*.py``), ``fairnet_report.py`` (tables, targets, plots) and ``guard_rules.py``.
+(``peer_*.py``), ``fairnet_report.py`` (tables, targets, plots) and ``trust.py``.
 
 Protocol per dataset and seed (nothing is tuned on test):
 
 - *dev* table: what ``correct()`` gets.  ``correct()`` carves a validation split from it
   (``val_fraction``, stratified by (label, group), seeded with ``CorrectConfig.seed``);
-  this script reproduces that split (``fairfix.correct.run._split``, checked against the
+  this script reproduces that split (``fairfix.correct.crossfit.split_rows``, checked against the
   guard's base validation figures) and uses it as *the* validation split of every method.
   The ERM base model is trained on the rest only, so validation rows are held out from
   ERM, from the adapter and from every peer's training.
@@ -280,8 +280,8 @@ class SeedSplit:
 
 def seed_split(task: Task, seed: int) -> SeedSplit:
     """The seed's dev/test rows and the validation split correct() will carve from dev
-    (``fairfix.correct.run._split``: same function, strata and seed)."""
-    from fairfix.correct.run import _split
+    (``fairfix.correct.crossfit.split_rows``: the plain split ``val_fraction`` asks for)."""
+    from fairfix.correct.crossfit import split_rows as _split
     from fairfix.data.groups import group_values
     from fairfix.data.labels import encode_labels
     from fairfix.models.tabular import label_vocabulary

@@ -60,7 +60,7 @@ def fairfix_details(runs: list[dict[str, Any]]) -> str:
             ch = m["chosen"]
             bv = m["base_validation"]
             gate = "all" if ch is not None and ch.get("gate") == "all" else (None if ch is None else ch["tau"])
-            choice = "-" if ch is None else f"{ch['epoch']} / {ch['strength']} / {gate}"
+            choice = "-" if ch is None else f"{ch.get('steps', ch.get('epoch'))} / {ch['strength']} / {gate}"
             val = "-" if ch is None else f"{100 * ch['accuracy']:.1f} / {100 * ch['worst_group_accuracy']:.1f}"
             val += f" ({100 * bv['accuracy']:.1f} / {100 * bv['worst_group_accuracy']:.1f})"
             tpr = "-" if m["detector_tpr"] is None else f"{m['detector_tpr']:.2f}"

@@ -128,7 +128,7 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
     ccfg_kw: dict[str, Any] = {**(task.correct_kw or {}), "seed": seed, "val_fraction": task.val_fraction}
     dcfg_kw: dict[str, Any] = {**(task.detector_kw or {}), "seed": seed}
     if quick and task.kind == "tabular":
-        ccfg_kw["epochs"], dcfg_kw["epochs"] = 3, 8
+        ccfg_kw["steps"], dcfg_kw["epochs"] = 50, 8
     regimes = [
         ("fairfix (full labels)", dev, {}),
         ("fairfix (10% labels)", blank(dev, task.group, 0.10, seed), {}),
@@ -168,7 +168,7 @@ def run_seed(task: Task, seed: int, quick: bool) -> dict[str, Any]:
                 k: ch.get(k)
                 for k in (
                     "gate",
-                    "epoch",
+                    "steps",
                     "strength",
                     "tau",
                     "accuracy",

@@ -136,8 +136,8 @@ def adult_text_task(quick: bool, recipe_path: Path = TEXT_RECIPE) -> Task:
     detector_kw = {k: v for k, v in recipe.section("detector").items() if k not in ("seed", "minority")}
     if quick:
         train_kw["max_steps"] = 8
-        correct_kw["epochs"], detector_kw["epochs"] = 1, 3
-    val_fraction = CorrectConfig(**correct_kw).val_fraction
+        correct_kw["steps"], detector_kw["epochs"] = 20, 3
+    val_fraction = CorrectConfig(**correct_kw).val_fraction or 0.2  # the peers' validation split
     correct_kw.pop("val_fraction", None)
     return Task(
         "adult_text",

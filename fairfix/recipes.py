@@ -725,7 +725,8 @@ def _run_recipe(
     # 5. audit of the corrected model, 6. the comparison
     return _audit_and_compare(recipe, out, bundle_dir, step=step, data_key=data_key, result=result,
                               factory=factory, audit_to=audit_to, before_path=before_path, audit_kw=audit_kw,
-                              keys=("adapter_enabled", "chosen", "gate", "correction", "sweep"))
+                              keys=("adapter_enabled", "chosen", "gate", "correction", "sweep", "evidence",
+                                    "base_validation", "guard", "warnings"))
 
 
 def _audit_and_compare(recipe: Recipe, out: Path, bundle_dir: Path, *, step: Callable[..., bool], data_key: Any,

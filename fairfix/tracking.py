@@ -133,10 +133,10 @@ def compare_metrics(doc: Mapping[str, Any]) -> dict[str, float]:
 
 
 def epoch_steps(record: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch series of a correction: ``{metric: [(step, value), ...]}``.
+    """Series of a correction over its optimizer steps: ``{metric: [(step, value), ...]}``.
 
-    ``train/loss`` and ``train/hinge_open_share`` at step = epoch (1, 2, ...); the
-    validation figures of the epoch's best setting (the one the guard would prefer:
+    ``train/loss`` and ``train/hinge_open_share`` per interval of ``eval_every`` steps; the
+    held-out figures of each candidate budget's best setting (the one the guard would prefer:
     passing rows first, then highest worst-group accuracy, accuracy, lowest
     activation) as ``val/accuracy`` and ``val/worst_group_accuracy``, with the base
     model's at step 0.
@@ -147,23 +147,24 @@ def epoch_steps(record: Mapping[str, Any]) -> dict[str, list[tuple[int, float]]]
         if (f := _finite(value)) is not None:
             series.setdefault(name, []).append((step, f))
 
+    every = int((record.get("config") or {}).get("eval_every") or 1)  # the loss is kept per interval of steps
     loss = record.get("loss_history") or []
     for i, v in enumerate(loss):
-        add("train/loss", i + 1, v)
+        add("train/loss", (i + 1) * every, v)
     corr = record.get("correction") or {}
     for i, v in enumerate(corr.get("hinge_open_history") or []):
-        add("train/hinge_open_share", i + 1, v)
+        add("train/hinge_open_share", (i + 1) * every, v)
     base = record.get("base_validation") or {}
     add("val/accuracy", 0, base.get("accuracy"))
     add("val/worst_group_accuracy", 0, base.get("worst_group_accuracy"))
     plan = corr.get("groups")
     rows = [r for r in record.get("sweep") or [] if plan is None or r.get("groups", plan) == plan]
-    for epoch in sorted({int(r["epoch"]) for r in rows if "epoch" in r}):
-        cands = [r for r in rows if r.get("epoch") == epoch]
+    for step in sorted({int(r["steps"]) for r in rows if "steps" in r}):
+        cands = [r for r in rows if r.get("steps") == step]
         best = max(cands, key=lambda r: (bool(r.get("passes_guard")), r.get("worst_group_accuracy") or 0.0,
                                          r.get("accuracy") or 0.0, -(r.get("activation_rate") or 0.0)))
-        add("val/accuracy", epoch, best.get("accuracy"))
-        add("val/worst_group_accuracy", epoch, best.get("worst_group_accuracy"))
+        add("val/accuracy", step, best.get("accuracy"))
+        add("val/worst_group_accuracy", step, best.get("worst_group_accuracy"))
     return series
 
 

@@ -54,8 +54,8 @@ def test_fairnet_benchmark_modules_import(script: str) -> None:
     assert "--quick" in proc.stdout and "--from-json" in proc.stdout
 
 
-def test_guard_rules_imports_the_protocol() -> None:
-    code = ("import sys; sys.path.insert(0, 'benchmarks'); import guard_rules, fairnet_protocol, fairnet_tasks; "
+def test_trust_imports_the_protocol() -> None:
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import trust, fairnet_protocol, fairnet_tasks; "
             "assert callable(fairnet_tasks.adult_task) and callable(fairnet_protocol.seed_split)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -100,6 +100,27 @@ def _attribute_rows(doc: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+EVIDENCE_HEADER = ("evidence", "rows", "smallest cell", "accuracy", "worst-group accuracy", "WGA gain lower bound",
+                   "chosen")
+
+
+def _evidence_row(doc: dict[str, Any]) -> list[str] | None:
+    """The guard's evidence and its figures: out-of-fold (or validation) base -> chosen setting."""
+    ev, base, ch = doc.get("evidence"), doc.get("base_validation") or {}, doc.get("chosen")
+    if not isinstance(ev, dict):
+        return None
+    kind = f"cross-fit, {ev.get('folds')} folds" if ev.get("kind") == "cross-fit" else "validation split"
+    after = ch or base
+
+    def pair(key: str) -> str:
+        return f"{fmt_num(base.get(key))} → {fmt_num(after.get(key))}"
+
+    chosen = (f"{ch.get('steps')} steps, strength {fmt_num(ch.get('strength'))}, "
+              + ("every row" if ch.get("gate") == "all" else f"tau {fmt_num(ch.get('tau'))}")) if ch else "adapter off"
+    return [kind, str(ev.get("rows", "-")), str(ev.get("smallest_cell_rows", "-")), pair("accuracy"),
+            pair("worst_group_accuracy"), _signed(ch.get("wga_gain_lower")) if ch else "-", chosen]
+
+
 def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str:
     """The comparison as JSON, CSV (per group), Markdown, or Rich tables (drawn on ``console``)."""
     if fmt is Format.json:
@@ -133,6 +154,10 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
                       f"| {', '.join(corr.get('corrected_groups') or [])} | {doc.get('gate') or '-'} | "
                       f"{corr.get('anchors', '-')} | {fmt_num(corr.get('hinge_open_share'))} | "
                       f"{'on' if doc.get('adapter_enabled') else 'off'} |"]
+        evidence = _evidence_row(doc)
+        if evidence:
+            lines += ["", "| " + " | ".join(EVIDENCE_HEADER) + " |", "|" + "---|" * len(EVIDENCE_HEADER),
+                      "| " + " | ".join(evidence) + " |"]
         return "\n".join(lines) + "\n"
     from rich.table import Table
 
@@ -177,6 +202,13 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
                    str(corr.get("anchors", "-")), fmt_num(corr.get("hinge_open_share")),
                    "on" if doc.get("adapter_enabled") else "off")
         console.print(ct)
+    evidence = _evidence_row(doc)
+    if evidence:
+        et = Table(title="the guard's evidence (held-out rows: base → chosen setting)", title_justify="left")
+        for c in EVIDENCE_HEADER:
+            et.add_column(c, justify="right")
+        et.add_row(*evidence)
+        console.print(et)
     for gr in doc.get("gates", []):
         state = "TRIPPED" if gr["tripped"] else ("passed (insufficient evidence)" if gr["insufficient_evidence"]
                                                  else "passed")

@@ -298,7 +298,7 @@ class _Plotter:
               chosen: dict[str, Any] | None, floor: float | None, caption: str) -> None:
         """Accuracy vs worst-group accuracy over the sweep rows.
 
-        One line per (epoch, strength) across tau, points coloured by tau, the base model
+        One line per (budget, strength) across tau, points coloured by tau, the base model
         and the chosen setting marked.
         """
         pts = [r for r in rows if _num(r.get("accuracy")) is not None
@@ -306,9 +306,9 @@ class _Plotter:
         alt = "tau sweep: accuracy vs worst-group accuracy"
         with self.figure(8.5, 5.2, alt, out, caption) as fig:
             ax = fig.subplots()
-            runs: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+            runs: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = {}
             for r in pts:
-                runs.setdefault((r.get("epoch"), r.get("strength")), []).append(r)
+                runs.setdefault((r.get("groups"), r.get("steps", r.get("epoch")), r.get("strength")), []).append(r)
             for run in runs.values():
                 run = sorted(run, key=lambda r: _num(r.get("tau")) or 0.0)
                 if len(run) > 1:
@@ -572,13 +572,17 @@ def _compare_body(doc: dict[str, Any], plot: _Plotter) -> list[str]:
         base = base if isinstance(base, dict) else None
         guard = doc.get("guard")
         floor = _num(guard.get("floor")) if isinstance(guard, dict) else None
-        desc = f"{len(rows_ok)} setting(s) tried on the validation split"
+        ev_doc = doc.get("evidence")
+        ev: dict[str, Any] = ev_doc if isinstance(ev_doc, dict) else {}
+        where = (f"out-of-fold on {ev.get('rows')} rows ({ev.get('folds')} folds)" if ev.get("kind") == "cross-fit"
+                 else "on the validation split")
+        desc = f"{len(rows_ok)} setting(s) judged {_e(where)}"
         if chosen:
             desc += "; chosen: " + ", ".join(f"{k} {_e(fmt_num(chosen.get(k)))}"
-                                             for k in ("epoch", "strength", "tau") if k in chosen)
+                                             for k in ("steps", "epoch", "strength", "tau") if k in chosen)
         plot.sweep(out, rows_ok, base, chosen, floor,
-                   caption="Each point: one (epoch, adapter strength, tau) setting; lines join the "
-                           "taus of one (epoch, strength). " + desc + ".")
+                   caption="Each point: one (budget in steps, adapter strength, tau) setting; lines join the "
+                           "taus of one (budget, strength). " + desc + ".")
 
     out.append("<h2>Gates</h2>")
     out.append(_gates_html(doc.get("gates")))
