@@ -132,20 +132,20 @@ def test_metric_names_are_ones_mlflow_accepts() -> None:
 
 def test_epoch_steps_from_a_record() -> None:
     record = {"loss_history": [0.5, 0.25], "correction": {"groups": "minority", "hinge_open_history": [0.4, 0.2]},
-              "base_validation": {"accuracy": 0.8, "worst_group_accuracy": 0.5},
-              "sweep": [{"epoch": 1, "groups": "minority", "accuracy": 0.81, "worst_group_accuracy": 0.55,
+              "base_validation": {"accuracy": 0.8, "worst_group_accuracy": 0.5}, "config": {"eval_every": 50},
+              "sweep": [{"steps": 50, "groups": "minority", "accuracy": 0.81, "worst_group_accuracy": 0.55,
                          "passes_guard": True, "activation_rate": 0.3},
-                        {"epoch": 1, "groups": "minority", "accuracy": 0.7, "worst_group_accuracy": 0.7,
+                        {"steps": 50, "groups": "minority", "accuracy": 0.7, "worst_group_accuracy": 0.7,
                          "passes_guard": False, "activation_rate": 0.3},
-                        {"epoch": 2, "groups": "minority", "accuracy": 0.82, "worst_group_accuracy": 0.6,
+                        {"steps": 100, "groups": "minority", "accuracy": 0.82, "worst_group_accuracy": 0.6,
                          "passes_guard": True, "activation_rate": 0.3},
-                        {"epoch": 2, "groups": "all", "accuracy": 0.9, "worst_group_accuracy": 0.9,
+                        {"steps": 100, "groups": "all", "accuracy": 0.9, "worst_group_accuracy": 0.9,
                          "passes_guard": True, "activation_rate": 1.0}]}
     s = tracking.epoch_steps(record)
-    assert s["train/loss"] == [(1, 0.5), (2, 0.25)]
-    assert s["train/hinge_open_share"] == [(1, 0.4), (2, 0.2)]
-    assert s["val/worst_group_accuracy"] == [(0, 0.5), (1, 0.55), (2, 0.6)]  # passing rows of the chosen plan
-    assert s["val/accuracy"] == [(0, 0.8), (1, 0.81), (2, 0.82)]
+    assert s["train/loss"] == [(50, 0.5), (100, 0.25)]  # one value per interval of eval_every steps
+    assert s["train/hinge_open_share"] == [(50, 0.4), (100, 0.2)]
+    assert s["val/worst_group_accuracy"] == [(0, 0.5), (50, 0.55), (100, 0.6)]  # passing rows of the chosen plan
+    assert s["val/accuracy"] == [(0, 0.8), (50, 0.81), (100, 0.82)]
 
 
 def make_frame(n: int, seed: int) -> pd.DataFrame:
@@ -173,7 +173,8 @@ def test_correct_logs_compare_epochs_and_bundle(store: Any, workspace: Path, tmp
     d = workspace
     bundle = tmp_path / "bundle"
     res = runner.invoke(app, ["correct", str(d / "train.csv"), "--model", str(d / "model"), "--label", "y",
-                              "--group", "grp", "--minority", "min", "--epochs", "2", "--eval", str(d / "test.csv"),
+                              "--group", "grp", "--minority", "min", "--steps", "20", "--eval-every", "10",
+                              "--folds", "2", "--eval", str(d / "test.csv"),
                               "--out", str(bundle), "--format", "json", "--mlflow", "--quiet"])
     assert res.exit_code == 0, (res.stderr, res.exception)
     doc = json.loads(res.stdout)
@@ -187,16 +188,16 @@ def test_correct_logs_compare_epochs_and_bundle(store: Any, workspace: Path, tmp
     assert m["detector.tpr"] == pytest.approx(doc["detector"]["tpr"])
     loss = store.get_metric_history(run.info.run_id, "train/loss")
     loss = sorted(loss, key=lambda p: p.step)
-    assert [p.step for p in loss] == [1, 2]
+    assert [p.step for p in loss] == [10, 20][: len(manifest["loss_history"])]
     assert [p.value for p in loss] == pytest.approx(manifest["loss_history"])
-    assert len(manifest["loss_history"]) == 2
+    assert len(manifest["loss_history"]) in (1, 2)  # the shipped adapter's intervals (its budget: 10 or 20)
     hinge = store.get_metric_history(run.info.run_id, "train/hinge_open_share")
     assert [p.value for p in sorted(hinge, key=lambda p: p.step)] == pytest.approx(
         manifest["correction"]["hinge_open_history"])
     val = store.get_metric_history(run.info.run_id, "val/worst_group_accuracy")
-    assert sorted(p.step for p in val) == [0, 1, 2]
+    assert sorted(p.step for p in val) == [0, 10, 20]
     assert min(val, key=lambda p: p.step).value == pytest.approx(doc["base_validation"]["worst_group_accuracy"])
-    assert run.data.params["correct.epochs"] == "2"
+    assert run.data.params["correct.steps"] == "20"
     files = {a.path for a in store.list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/fairfix.json" in files and "bundle/compare.json" in files
     assert json.loads(mlflow.artifacts.load_text(f"{run.info.artifact_uri}/fairfix/compare.json")) == doc
@@ -231,7 +232,8 @@ def test_correct_of_two_attributes_logs_each_attributes_series(store: Any, works
     frame.to_csv(tmp_path / "train2.csv", index=False)
     bundle = tmp_path / "bundle2"
     res = runner.invoke(app, ["correct", str(tmp_path / "train2.csv"), "--model", str(d / "model"), "--label", "y",
-                              "--group", "grp", "--group", "h", "--minority", "grp=min", "--epochs", "2",
+                              "--group", "grp", "--group", "h", "--minority", "grp=min", "--steps", "20",
+                              "--eval-every", "10", "--folds", "2",
                               "--out", str(bundle), "--format", "json", "--mlflow", "--quiet"])
     assert res.exit_code == 0, (res.stderr, res.exception)
     doc = json.loads(res.stdout)
@@ -243,10 +245,10 @@ def test_correct_of_two_attributes_logs_each_attributes_series(store: Any, works
         assert m[f"{g}/after.worst_group_accuracy"] == pytest.approx(a["after"]["worst_group_accuracy"])
         assert m[f"{g}/delta.accuracy"] == pytest.approx(a["delta"]["accuracy"])
         loss = sorted(store.get_metric_history(run.info.run_id, f"{g}/train/loss"), key=lambda p: p.step)
-        assert [p.step for p in loss] == [1, 2]
+        assert [p.step for p in loss] in ([10], [10, 20])  # per interval of --eval-every steps
         val = store.get_metric_history(run.info.run_id, f"{g}/val/accuracy")
         assert min(val, key=lambda p: p.step).value == pytest.approx(a["base_validation"]["accuracy"])
-    assert run.data.params["correct.h/epochs"] == "2"
+    assert run.data.params["correct.h/steps"] == "20"
     files = {x.path for x in store.list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/fairfix.json" in files
 
