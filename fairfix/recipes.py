@@ -74,6 +74,7 @@ SCHEMA: dict[str, Any] = {
         "seed": (int, False), "strengths": (list, False), "guard_se": (float, False),
         "steps": (int, False), "eval_every": (int, False), "folds": (int, False), "objective": (str, False),
         "balance": (str, False), "groups": (str, False), "guard_bootstrap": (int, False),
+        "guard_wga_se": (float, False),
     },
     "audit": {
         "bootstrap": (int, False), "min_group_size": (int, False), "fail_on": (list, False),

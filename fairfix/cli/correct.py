@@ -79,6 +79,10 @@ def correct(
     max_accuracy_drop: Annotated[float, typer.Option(
         "--max-accuracy-drop", help="Guard: accuracy may fall at most this much below the base's."
     )] = 0.0,
+    guard_wga_se: Annotated[float, typer.Option(
+        "--guard-wga-se", help="Guard: the worst-group gain's lower bound, over every setting tried at once, at "
+        "this many standard normal units (1.64: 95%), must be above zero."
+    )] = 1.64,
     guard_se: Annotated[float, typer.Option(
         "--guard-se",
         help="Guard margin: accuracy change minus this many standard errors must be >= -max-accuracy-drop (0: plain "
@@ -142,8 +146,8 @@ def correct(
                            margin=margin, distance=distance, normalize=not raw_distance, groups=groups,
                            objective=objective, ce_weight=ce_weight, balance=balance, train_on=train_on,
                            steps=steps, eval_every=eval_every, epochs=epochs, batch_size=batch_size, lr=lr,
-                           tau=tau_value, max_accuracy_drop=max_accuracy_drop, guard_se=guard_se, folds=folds,
-                           val_fraction=val_fraction, seed=seed)
+                           tau=tau_value, max_accuracy_drop=max_accuracy_drop, guard_se=guard_se,
+                           guard_wga_se=guard_wga_se, folds=folds, val_fraction=val_fraction, seed=seed)
     base = _model.load(model, factory, None, None)
     if len(group) > 1:
         _correct_many(data, base, label=label, groups=group, minority=minorities, modes=modes, seed=seed,

@@ -56,10 +56,12 @@ class CorrectConfig:
     tau: float | None = None
     strengths: tuple[float, ...] = STRENGTHS
     max_accuracy_drop: float = 0.0
-    #: The guard's margin in standard errors of the paired per-row accuracy change, and the
-    #: one-sided level of the worst-group gain's bootstrap lower bound (a setting ships when
-    #: gain - guard_se * se >= -max_accuracy_drop and the WGA gain's lower bound is above 0).
+    #: The guard's margin in standard errors of the paired per-row accuracy change (a setting
+    #: passes when gain - guard_se * se >= -max_accuracy_drop).
     guard_se: float = 1.0
+    #: The worst-group gain's lower bound, in standard normal units: a one-sided band at
+    #: Phi(guard_wga_se) over every candidate at once (1.64: 95%) must stay above zero.
+    guard_wga_se: float = 1.64
     #: Cross-fitted folds for the guard's evidence (every row judged once by an adapter that
     #: did not train on it); ignored when ``val_fraction`` is set.
     folds: int = 5
@@ -81,7 +83,7 @@ class CorrectConfig:
             "max_accuracy_drop": 0 <= self.max_accuracy_drop < 1,
             "val_fraction": self.val_fraction is None or 0 < self.val_fraction < 1,
             "folds": 2 <= self.folds <= 20, "guard_bootstrap": 50 <= self.guard_bootstrap <= 100_000,
-            "guard_se": 0 <= self.guard_se <= 10,
+            "guard_se": 0 <= self.guard_se <= 10, "guard_wga_se": 0 <= self.guard_wga_se <= 10,
             "distance": self.distance in ("euclidean", "cosine"),
             "train_on": self.train_on in ("minority", "flagged"),
             "groups": self.groups in ("auto", "minority"),
