@@ -4,20 +4,26 @@ The task is ``recipes/digits_color.yaml``'s (fairfix/datasets/digits_color.py): 
 drawn in red or green, the colour agreeing with the label on 90% of the training images and on half
 of the test images.  Per seed, the same protocol for every method:
 
+- the rows: the recipe's split of the 1,200 training images (``model.correction_rows``, 0.5 by
+  default, ``--correction-rows``): the base trains on one part, the correction gets the other,
+  which the base never saw;
 - the base: the recipe's small CNN (``fairfix.models.vision:small_cnn``) trained by fairfix
-  (ERM, the recipe's epochs / lr / patience) on the training split minus ``correct``'s
-  validation rows (the recipe's ``hold_out_validation``), with that seed;
-- fairfix: ``fairfix.correct`` with the recipe's settings at that seed (detector fitted inside),
-  with the group label on every training row (full), on 10% of them (partial; the validation
-  rows keep theirs, they drive the guard), or on none (``--mode none``); the bundle is whatever
-  the guard chose on validation -- nothing is chosen on test;
-- peers on the same CNN and rows: GroupDRO (online, over (colour, label) cells), JTT (one-epoch
-  ERM identifies the errors, upweighted by lambda in {5, 20}), each early-stopped on validation
-  worst-group accuracy; DFR (the base's head refitted on the validation rows, cell-balanced,
-  C chosen on half of them).
+  (ERM, the recipe's epochs / lr / patience) with that seed;
+- fairfix: ``fairfix.correct`` with the recipe's settings at that seed (detector fitted inside,
+  the guard cross-fitted on the correction rows), with the group label on every correction row
+  (full), on 10% of them (partial), or on none (``--mode none``; the guard still reads them);
+  the bundle is whatever the guard chose -- nothing is chosen on test;
+- peers on the same CNN and rows: GroupDRO (online, over (colour, label) cells) and JTT (one-epoch
+  ERM identifies the errors, upweighted by lambda in {5, 20}) retrain the CNN from scratch on the
+  base's rows, early-stopped on the correction rows' worst-group accuracy; DFR refits the base's
+  head on the correction rows (cell-balanced, C chosen on half of them).
 
-Prints one line per (seed, method) and a table of means; ``--write-results`` puts the table in
-docs/results.md ("FairNet in its regime: coloured digits").  ``--json`` saves the raw runs.
+Test accuracy, test worst-group accuracy, and the accuracy in the training distribution measured
+on unseen rows: the test cells reweighted to their shares among the training rows (colour agrees
+with the label on 90%).  ``--ablation``: fairfix (full labels) with each objective (both /
+triplet / task) and each balance (sample / weight).  Prints one line per (seed, method) and a
+table of means; ``--write-results`` puts the table in docs/results.md ("FairNet in its regime:
+coloured digits").  ``--json`` saves the raw runs.
 
     OMP_NUM_THREADS=1 python benchmarks/shortcut.py --seeds 5 --write-results
 """

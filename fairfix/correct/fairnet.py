@@ -27,6 +27,7 @@ from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
 from fairfix.correct.loop import Rows, eval_steps, train_steps
 from fairfix.correct.loss import hinge
 from fairfix.correct.plan import HINGE_CLOSED, correction_plan, guard_metrics
+from fairfix.correct.prefix import prefix_cache
 from fairfix.correct.prototypes import cell_means
 from fairfix.correct.stacking import Stage, stacked
 from fairfix.models.base import INPUT, Model
@@ -34,6 +35,8 @@ from fairfix.models.base import INPUT, Model
 TAUS = (*(round(float(t), 2) for t in np.linspace(0.05, 0.95, 19)), 0.97, 0.99)
 #: Rows per forward pass when only predicting (the base pass, the held-out rows).
 EVAL_BATCH = 4096
+#: The key of each row's position in the table, in the inputs of a run with a prefix cache.
+ROW = "__fairfix_row__"
 __all__ = ["STRENGTHS", "TAUS", "CorrectConfig", "CorrectedModel", "fit_fairnet"]
 
 
@@ -335,8 +338,19 @@ def fit_fairnet(
     z_n = F.normalize(z, dim=-1) if config.normalize and config.distance == "euclidean" else z
     m_t = torch.as_tensor(m)
 
-    work, peft_model, targets, params, forward = _adapter(model, tap, config, adapter, peft_prior, prior)
+    work, peft_model, targets, params, forward_all = _adapter(model, tap, config, adapter, peft_prior, prior)
     start = _lora_state(work.module, adapter)
+    # a transformer's frozen layers below the first adapted one: computed once for every fold and step
+    cache = (prefix_cache(work, data["inputs"], targets, EVAL_BATCH)
+             if getattr(work, "kind", "") == "hf_sequence_classification" and not prior else None)
+    inputs = data["inputs"] if cache is None else {**data["inputs"], ROW: torch.arange(n)}
+
+    def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if cache is None:
+            return forward_all(batch)
+        with cache.rows(batch[ROW]):
+            return forward_all(batch)
+
     budget = config.budget(len(fit_ids))
     budgets = eval_steps(budget, config.eval_every)
     key = run_key(model, detector, data, split, config) if checkpoint is not None else {}
@@ -356,7 +370,7 @@ def fit_fairnet(
 
     def classes_of(ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return np.concatenate([forward(_index(data["inputs"], torch.as_tensor(ids[s:s + EVAL_BATCH])))
+            return np.concatenate([forward(_index(inputs, torch.as_tensor(ids[s:s + EVAL_BATCH])))
                                    .argmax(1).numpy() for s in range(0, len(ids), EVAL_BATCH)])
 
     def judge(plan_name: str, unit: int, train: np.ndarray, held: np.ndarray
@@ -376,7 +390,7 @@ def fit_fairnet(
             if progress is not None and (step % config.eval_every == 0 or step == budget):
                 progress("adapter", done[0], total, {"loss": loss})
 
-        history = train_steps(work, forward, params, start, data["inputs"], y_t, rows, reference, config,
+        history = train_steps(work, forward, params, start, inputs, y_t, rows, reference, config,
                               steps=budget, seed=config.seed + (0 if split is not None else unit + 1),
                               on_eval=on_eval, on_step=on_step)
         return out, history
@@ -427,7 +441,7 @@ def fit_fairnet(
             if progress is not None and (step % config.eval_every == 0 or step == steps):
                 progress("adapter (shipped)", step, steps, {"loss": loss})
 
-        history = train_steps(work, forward, params, start, data["inputs"], y_t, rows, reference, config,
+        history = train_steps(work, forward, params, start, inputs, y_t, rows, reference, config,
                               steps=steps, seed=config.seed, on_step=ship_step)
         set_strength(work.module, choice["strength"], config.alpha, config.rank, adapter)
         peft_model.peft_config[adapter].lora_alpha = config.alpha * choice["strength"]

@@ -436,3 +436,40 @@ def test_two_stacked_adapters_one_pass_matches_peft_and_spares_unflagged_rows(se
         assert not torch.equal(logits[idx], base[idx])
     for layer in lora_layers(work.module):  # nothing left on the modules
         assert "forward" not in vars(layer)
+
+
+def test_prefix_cache_gives_the_whole_pass_on_a_transformer(tmp_path):
+    """The frozen layers below the first adapted one, run once: the same logits, and the layers restored."""
+    pytest.importorskip("transformers")
+    from fairfix.correct.prefix import prefix_cache
+
+    model = load_model(tiny_bert(tmp_path / "bert"), text_column="text")
+    frame = text_frame(120, seed=2)
+    inputs = model.encode(frame)
+    targets = model.default_lora_targets  # query/value of the layers after the tap (layer 1 of 4)
+    assert min(int(t.split("layer.")[1].split(".")[0]) for t in targets) == 2
+    cache = prefix_cache(model, inputs, targets, batch=50)
+    assert cache is not None and cache.k == 2 and cache.hidden.shape[:2] == inputs["input_ids"].shape
+    ids = torch.tensor([5, 0, 77, 119, 33])
+    batch = {k: v[ids] for k, v in inputs.items()}
+    with torch.no_grad():
+        whole = model.forward(batch)
+        with cache.rows(ids):
+            cached = model.forward(batch)
+        again = model.forward(batch)
+    torch.testing.assert_close(cached, whole, atol=1e-5, rtol=0)
+    assert torch.equal(again, whole)  # the layers compute again outside the block
+    # layers of the prefix do no work inside the block: a hook on layer 0 sees its input passed through
+    seen = {}
+    layer0 = model.module.bert.encoder.layer[0]
+    handle = layer0.register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
+    try:
+        with torch.no_grad(), cache.rows(ids):
+            model.forward(batch)
+    finally:
+        handle.remove()
+    assert torch.equal(seen["out"][0] if isinstance(seen["out"], tuple) else seen["out"],
+                       model.module.bert.embeddings(batch["input_ids"], token_type_ids=batch.get("token_type_ids")))
+    # no cache where it cannot help: an adapted layer at the bottom, or a model without encoder layers
+    assert prefix_cache(model, inputs, ["bert.encoder.layer.0.attention.self.query"], batch=50) is None
+    assert prefix_cache(model, inputs, ["classifier"], batch=50) is None
