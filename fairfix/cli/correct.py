@@ -81,8 +81,8 @@ def correct(
     )] = 0.0,
     guard_wga_se: Annotated[float, typer.Option(
         "--guard-wga-se", help="Guard: the worst-group gain's lower bound, over every setting tried at once, at "
-        "this many standard normal units (1.64: 95%), must be above zero."
-    )] = 1.64,
+        "this many standard normal units (1: 84%), must be above zero."
+    )] = 1.0,
     guard_se: Annotated[float, typer.Option(
         "--guard-se",
         help="Guard margin: accuracy change minus this many standard errors must be >= -max-accuracy-drop (0: plain "

@@ -60,8 +60,8 @@ class CorrectConfig:
     #: passes when gain - guard_se * se >= -max_accuracy_drop).
     guard_se: float = 1.0
     #: The worst-group gain's lower bound, in standard normal units: a one-sided band at
-    #: Phi(guard_wga_se) over every candidate at once (1.64: 95%) must stay above zero.
-    guard_wga_se: float = 1.64
+    #: Phi(guard_wga_se) over every candidate at once (1: 84%, as guard_se) must stay above zero.
+    guard_wga_se: float = 1.0
     #: Cross-fitted folds for the guard's evidence (every row judged once by an adapter that
     #: did not train on it); ignored when ``val_fraction`` is set.
     folds: int = 5
