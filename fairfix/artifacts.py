@@ -100,6 +100,26 @@ def _is_artifact_dir(path: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("kind") in KINDS
 
 
+def bundle_base_path(path: str | os.PathLike[str]) -> str | None:
+    """For a directory holding a fairfix bundle: its base model's recorded path ("" when none); else None.
+
+    Reads the manifest only (no hashes checked): a cheap look before loading anything.
+    """
+    p = Path(path)
+    mf = p / MANIFEST
+    try:
+        if p.is_symlink() or mf.is_symlink() or not mf.is_file():
+            return None
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("kind") != "bundle":
+        return None
+    ref = manifest.get("base_model")
+    base = ref.get("path") if isinstance(ref, dict) else None
+    return base if isinstance(base, str) else ""
+
+
 def _inside(child: Path, parent: Path) -> bool:
     try:
         child.relative_to(parent)

@@ -98,7 +98,9 @@ def correct(
     from fairfix.correct.run import correct as run_correct
     from fairfix.detect.fit import DetectorConfig
 
-    _output.check_outputs(out, output, force)
+    # --out / --output may be no input: a bundle written over its own base (or detector) loses it (issue 20)
+    _output.check_outputs(out, output, force, inputs=[data, model, detector, eval_data])
+    _model.refuse_bundle(model, "--model")
     log_to_mlflow = tracking.enabled(mlflow)
     if log_to_mlflow:
         tracking.check_available()

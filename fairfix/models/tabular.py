@@ -20,7 +20,7 @@ from torch import nn
 
 from fairfix import errors
 from fairfix.data.labels import encode_labels
-from fairfix.models.base import Model, check_state_dict, load_safetensors
+from fairfix.models.base import Model, build_checked, check_state_dict, load_safetensors
 from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
 WEIGHTS = "model.safetensors"
@@ -204,12 +204,18 @@ def load_tabular(path: Path, manifest: dict[str, Any]) -> TabularModel:
     try:
         arch = manifest["architecture"]
         pre = Preprocessor(**manifest["preprocessing"])
-        module = TabularMLP(arch["n_in"], arch["hidden"], arch["n_classes"], arch.get("dropout", 0.0))
+        n_in, hidden, n_classes = int(arch["n_in"]), [int(h) for h in arch["hidden"]], int(arch["n_classes"])
+        dropout = float(arch.get("dropout", 0.0))
+        if min([n_in, n_classes, *hidden]) < 1:
+            raise ValueError("layer widths must be >= 1")
         classes, positive = manifest["classes"], manifest.get("positive")
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.ModelError(f"{path}: manifest does not describe a tabular model ({exc})") from exc
-    if pre.width != arch["n_in"]:
-        raise errors.ModelError(f"{path}: preprocessing width {pre.width} != model input {arch['n_in']}")
+    if pre.width != n_in:
+        raise errors.ModelError(f"{path}: preprocessing width {pre.width} != model input {n_in}")
+    # sizes from the manifest are checked against the weights' header before torch allocates them
+    module = build_checked(lambda: TabularMLP(n_in, hidden, n_classes, dropout), path / WEIGHTS,
+                           str(path / WEIGHTS))
     state = load_safetensors(path / WEIGHTS)
     check_state_dict(module, state, str(path / WEIGHTS))
     module.load_state_dict(state)
