@@ -142,8 +142,11 @@ def check_replaceable(out: str | os.PathLike[str], force: bool, inputs: Iterable
     fairfix.errors.UsageError
         ``out`` exists but is not something ``--force`` may replace.
     """
+    from fairfix.report.io import check_folder
+
     p = Path(out)
     if not (p.exists() or p.is_symlink()):
+        check_folder(p)
         return
     if not force:
         raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=p))
@@ -159,6 +162,7 @@ def check_replaceable(out: str | os.PathLike[str], force: bool, inputs: Iterable
         what = "a symlink" if p.is_symlink() else ("not a directory" if not p.is_dir() else
                                                   f"not a fairfix artifact (no valid {MANIFEST})")
         raise errors.UsageError(f"{p}: exists and is {what}; --force replaces only fairfix artifact directories")
+    check_folder(p)
 
 
 def write_artifact(
@@ -176,11 +180,17 @@ def write_artifact(
     Returns the manifest.
     """
     check_replaceable(out, force)
+    shown = Path(out)  # errors name the path as the user gave it
     out = Path(os.path.abspath(out))
     parent = out.parent
     if not parent.is_dir():
         raise errors.UsageError(f"{out}: folder {parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    from fairfix.report.io import write_error
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise errors.UsageError(errors.OUTPUT_UNWRITABLE.format(path=shown, reason=exc.strerror or exc)) from exc
     try:
         write_files(tmp)
         files = {
@@ -208,8 +218,11 @@ def write_artifact(
                 shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        failed = write_error(shown, exc)  # disk full, read-only: exit 2 naming the path, not exit 3
+        if failed is not None:
+            raise failed from exc
         raise
     return manifest
 

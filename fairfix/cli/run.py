@@ -36,6 +36,10 @@ def run(
     if check:
         _output.note(f"{recipe}: valid recipe {rec.name!r}")
         return
+    if out is not None:  # like every command's --out: its folder must exist and be writable (issue 20)
+        from fairfix.report.io import check_folder
+
+        check_folder(out)
     out = out or Path("runs") / rec.name
     _options.check_junit(junit, force, [recipe], {})
     log_to_mlflow = tracking.enabled(mlflow)

@@ -66,11 +66,26 @@ def save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch.
 
     Also the key of the run; atomic renames, ``state.json`` last, so it names only complete epochs.
     """
+    from fairfix.report.io import write_error
+
+    try:
+        _save_checkpoint(path, epoch, sweep, state, config, key=key, opt=opt, rng=rng, history=history,
+                         hinge_history=hinge_history)
+    except Exception as exc:
+        failed = write_error(path, exc)  # disk full, read-only: exit 2 naming the checkpoint, not exit 3
+        if failed is not None:
+            raise failed from exc
+        raise
+
+
+def _save_checkpoint(path: Path, epoch: int, sweep: list, state: dict[str, torch.Tensor],
+                     config: CorrectConfig, *, key: dict[str, str], opt: Any, rng: dict[str, torch.Tensor],
+                     history: list[float], hinge_history: list[float]) -> None:
     import os
 
     from safetensors.torch import save_file
 
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)  # under .OUT.checkpoint/, whose folder was checked before any work
     tmp = path / f".epoch_{epoch}.safetensors.tmp"
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     os.replace(tmp, path / f"epoch_{epoch}.safetensors")
