@@ -200,7 +200,8 @@ def correct_many(
     if len(dcfgs) == 1:
         dcfgs = dcfgs * len(groups)
     minority = dict(minority or {})
-    frame, y_all = training_frame(data, model, label=label, groups=groups, input_format=input_format)
+    frame, y_all = training_frame(data, model, label=label, groups=groups, input_format=input_format,
+                                  full=[g for g, d in zip(groups, dcfgs, strict=True) if d.mode == "full"])
     # stratified by the label and the first attribute: the split `fairfix correct --group FIRST` draws, so a
     # model trained off its validation rows stays off them whatever the other attributes' labels
     first, _ = group_values(frame, groups[0])

@@ -79,7 +79,9 @@ class Preprocessor:
             try:
                 x = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError) as exc:
-                raise errors.DataError(f"column {col!r}: the model expects numbers ({exc})") from exc
+                from fairfix.data.frames import not_numeric
+
+                raise not_numeric(frame, col) from exc
             x = np.where(np.isnan(x), m, x)
             out[:, j] = (x - m) / s
         offset = len(self.numeric)
