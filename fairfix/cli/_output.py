@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from fairfix.report.io import write_atomic
-from fairfix.report.render import EXTENSION_FORMATS, Format
+from fairfix.report.render import EXTENSION_FORMATS, Format, rich_text
 
 
 def check_outputs(out: Path | None, output: Path | None, force: bool, inputs: Sequence[Any] = ()) -> None:
@@ -210,7 +210,7 @@ def print_summary(summary: dict[str, Any], fmt: Any, title: str = "") -> None:
             v = ", ".join(v)
         elif isinstance(v, list):
             v = ", ".join(map(str, v))
-        t.add_row(k, "" if v is None else str(v))
+        t.add_row(rich_text(k), rich_text("" if v is None else v))
     console().print(t)
 
 
@@ -253,8 +253,8 @@ def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: b
         return
     from rich.table import Table
 
-    t = Table(title=f"detector ({report['mode']} mode, layer {report['layer']}): minority "
-                    f"{report['minority']} of {report['group_column']}", title_justify="left")
+    t = Table(title=rich_text(f"detector ({report['mode']} mode, layer {report['layer']}): minority "
+                              f"{report['minority']} of {report['group_column']}"), title_justify="left")
     for col in ("tau", "TPR", "FPR", "precision", "activation rate"):
         t.add_column(col, justify="right")
     t.add_row(_rate(report["tau"]), _rate(report["tpr"]), _rate(report["fpr"]), _rate(report["precision"]),
@@ -266,7 +266,7 @@ def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: b
         g.add_column("group")
         g.add_column("activation rate", justify="right")
         for k, v in report["activation_rate_by_group"].items():
-            g.add_row(k, _rate(v))
+            g.add_row(rich_text(k), _rate(v))
         c.print(g)
     if report.get("sweep"):
         s = Table(title="tau sweep (held-out labeled rows)", title_justify="left")

@@ -11,7 +11,7 @@ from typing import Any
 from fairfix import __version__, errors
 from fairfix.metrics.gates import evaluate, parse_gate
 from fairfix.metrics.rates import SUMMARY_METRICS
-from fairfix.report.render import SUMMARY_LABELS, Format, fmt_num
+from fairfix.report.render import SUMMARY_LABELS, Format, fmt_num, md_text, rich_text
 
 SCHEMA = "fairfix.compare/1"
 GROUP_KEYS = ("accuracy", "tpr", "fpr", "selection_rate")
@@ -122,15 +122,16 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         for g in doc["groups"]:
             cells = [f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
                      for k in ("accuracy", "tpr", "fpr") if k in g]
-            lines.append(f"| {_group_name(g['group'])} | {g['n']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {md_text(_group_name(g['group']))} | {g['n']} | " + " | ".join(cells) + " |")
         if doc.get("attributes"):
             lines += ["", "| attribute | accuracy | worst-group accuracy | detector TPR / FPR | activation | adapter |",
                       "|---|---|---|---|---|---|"]
-            lines += ["| " + " | ".join(row) + " |" for row in _attribute_rows(doc)]
+            lines += ["| " + " | ".join([md_text(row[0]), *row[1:]]) + " |" for row in _attribute_rows(doc)]
         corr = doc.get("correction")
         if corr:
+            corrected = md_text(", ".join(map(str, corr.get("corrected_groups") or [])))
             lines += ["", "| groups corrected | gate | anchors | hinge open | adapter |", "|---|---|---|---|---|",
-                      f"| {', '.join(corr.get('corrected_groups') or [])} | {doc.get('gate') or '-'} | "
+                      f"| {corrected} | {doc.get('gate') or '-'} | "
                       f"{corr.get('anchors', '-')} | {fmt_num(corr.get('hinge_open_share'))} | "
                       f"{'on' if doc.get('adapter_enabled') else 'off'} |"]
         return "\n".join(lines) + "\n"
@@ -148,7 +149,7 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
     for k in ("accuracy", "TPR", "FPR"):
         gt.add_column(k, justify="right")
     for g in doc["groups"]:
-        gt.add_row(_group_name(g["group"]), str(g["n"]),
+        gt.add_row(rich_text(_group_name(g["group"])), str(g["n"]),
                    *[f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
                      for k in ("accuracy", "tpr", "fpr") if k in g])
     console.print(gt)
@@ -158,7 +159,7 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         for c in ("attribute", "accuracy", "worst-group accuracy", "detector TPR / FPR", "activation", "adapter"):
             at.add_column(c, justify="left" if c == "attribute" else "right")
         for cells in _attribute_rows(doc):
-            at.add_row(*cells)
+            at.add_row(rich_text(cells[0]), *cells[1:])
         console.print(at)
     det = doc.get("detector")
     if det:
@@ -166,19 +167,20 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         for c in ("TPR", "FPR", "activation rate", "by group"):
             dt.add_column(c, justify="right")
         by = ", ".join(f"{k}: {fmt_num(v)}" for k, v in (det.get("activation_rate_by_group") or {}).items())
-        dt.add_row(fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")), by)
+        dt.add_row(fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")),
+                   rich_text(by))
         console.print(dt)
     corr = doc.get("correction")
     if corr:
         ct = Table(title="correction", title_justify="left")
         for c in ("groups corrected", "gate", "anchors", "hinge open", "adapter"):
             ct.add_column(c, justify="right")
-        ct.add_row(", ".join(corr.get("corrected_groups") or []), str(doc.get("gate") or "-"),
+        ct.add_row(rich_text(", ".join(map(str, corr.get("corrected_groups") or []))), str(doc.get("gate") or "-"),
                    str(corr.get("anchors", "-")), fmt_num(corr.get("hinge_open_share")),
                    "on" if doc.get("adapter_enabled") else "off")
         console.print(ct)
     for gr in doc.get("gates", []):
         state = "TRIPPED" if gr["tripped"] else ("passed (insufficient evidence)" if gr["insufficient_evidence"]
                                                  else "passed")
-        console.print(f"gate {gr['expr']}: {fmt_num(gr['value'])} {state}")
+        console.print(rich_text(f"gate {gr['expr']}: {fmt_num(gr['value'])} {state}"))
     return ""
