@@ -57,7 +57,8 @@ def build_compare(before: dict[str, Any], after: dict[str, Any], *, fail_on: Seq
     values.update({f"before.{k}": before["summary"].get(k) for k in SUMMARY_METRICS})
     values.update({f"after.{k}": after["summary"].get(k) for k in SUMMARY_METRICS})
     small = [", ".join(f"{k}={v}" for k, v in g["group"].items()) for g in after["groups"] if g.get("small")]
-    results = [evaluate(g, values, small_groups=small).to_dict() for g in gates]
+    n_groups = min(len(before["groups"]), len(after["groups"]))
+    results = [evaluate(g, values, small_groups=small, n_groups=n_groups).to_dict() for g in gates]
     return {
         "schema": SCHEMA,
         "fairfix_version": __version__,
