@@ -44,6 +44,10 @@ def build_compare(before: dict[str, Any], after: dict[str, Any], *, fail_on: Seq
         raise errors.DataError(
             f"the audits group by different columns: {before.get('group_columns')} vs {after.get('group_columns')}"
         )
+    if before.get("label") != after.get("label"):
+        raise errors.DataError(f"the audits are of different labels: {before.get('label')!r} vs "
+                               f"{after.get('label')!r}; compare two audits of the same label")
+    warnings = mismatches(before, after)
     gates = [parse_gate(e, gate_metrics()) for e in fail_on]
     delta = {k: _delta(before["summary"].get(k), after["summary"].get(k)) for k in SUMMARY_METRICS}
     after_groups = {json.dumps(g["group"], sort_keys=True): g for g in after["groups"]}
@@ -69,8 +73,35 @@ def build_compare(before: dict[str, Any], after: dict[str, Any], *, fail_on: Seq
         "detector": detector,
         "tau": tau,
         **(extra or {}),
+        **({"warnings": warnings} if warnings else {}),
         "gates": results,
     }
+
+
+def mismatches(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What makes two audits of the same label and group columns hard to compare, one line each.
+
+    Other rows (row count or source file), another positive label, or other groups (values
+    present in one audit only): the deltas then mix a change of model with a change of data.
+    """
+    out: list[str] = []
+    src_b = (before.get("settings") or {}).get("source")
+    src_a = (after.get("settings") or {}).get("source")
+    if before.get("n") != after.get("n") or (src_b and src_a and src_b != src_a):
+        where = f"; sources {src_b} vs {src_a}" if src_b and src_a and src_b != src_a else ""
+        out.append(f"the audits evaluated different rows ({before.get('n')} vs {after.get('n')} rows{where}): "
+                   "deltas mix the change of model with a change of data")
+    if before.get("positive_label") != after.get("positive_label"):
+        out.append(f"the audits use different positive labels ({before.get('positive_label')!r} vs "
+                   f"{after.get('positive_label')!r}): rates such as TPR are not comparable")
+    names_b = {_group_name(g["group"]) for g in before.get("groups") or []}
+    names_a = {_group_name(g["group"]) for g in after.get("groups") or []}
+    if names_b != names_a:
+        only_b, only_a = sorted(names_b - names_a), sorted(names_a - names_b)
+        parts = [f"only in BEFORE: {', '.join(map(repr, only_b[:3]))}" if only_b else "",
+                 f"only in AFTER: {', '.join(map(repr, only_a[:3]))}" if only_a else ""]
+        out.append("the audits have different groups (" + "; ".join(p for p in parts if p) + ")")
+    return out
 
 
 def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
