@@ -31,6 +31,7 @@ from fairfix import errors
 from fairfix.correct.fairnet import CorrectConfig, fit_fairnet, group_codes, minority_codes
 from fairfix.correct.gating import lora_layers
 from fairfix.correct.stacking import Stage, stacked_forward
+from fairfix.data.frames import SOURCE, source_name
 from fairfix.models.base import Model
 
 
@@ -208,6 +209,7 @@ def correct_many(
     strata = np.array([f"{y}|{g}" for y, g in zip(y_all, first, strict=True)])
     tr, va = _split(len(frame), config.val_fraction, strata, config.seed)
     train_frame, val_frame = frame.iloc[tr].reset_index(drop=True), frame.iloc[va].reset_index(drop=True)
+    val_frame.attrs = {**val_frame.attrs, SOURCE: f"validation split of {source_name(frame)}"}  # audits name it
     train_inputs, val_inputs = model.encode(train_frame), model.encode(val_frame)
     val_codes = {g: group_codes(list(group_values(val_frame, g)[0]))[0] for g in groups}
 

@@ -16,6 +16,7 @@ from fairfix.correct.fairnet import (
     group_codes,
     minority_codes,
 )
+from fairfix.data.frames import SOURCE, source_name
 from fairfix.models.base import Model
 
 
@@ -133,6 +134,7 @@ def correct(
     strata = np.array([f"{y}|{g}" for y, g in zip(y_all, gvals, strict=True)])
     tr, va = _split(len(frame), config.val_fraction, strata, config.seed)
     train_frame, val_frame = frame.iloc[tr].reset_index(drop=True), frame.iloc[va].reset_index(drop=True)
+    val_frame.attrs = {**val_frame.attrs, SOURCE: f"validation split of {source_name(frame)}"}  # audits name it
 
     if isinstance(detector, str | Path):
         detector = load_detector(detector, model)

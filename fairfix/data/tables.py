@@ -459,7 +459,9 @@ def open_table(data: Any, input_format: str | None = None) -> Table:
         return Table("<Table>", "table", data.column_names, data.num_rows, data)
     if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
         tbl = pa.Table.from_pandas(data, preserve_index=False)
-        return Table("<DataFrame>", "table", tbl.column_names, tbl.num_rows, tbl)
+        # a frame fairfix read keeps its file's name (data.frames.SOURCE); its rows are not the file's
+        name = str(getattr(data, "attrs", {}).get("fairfix_source") or "<DataFrame>")
+        return Table(name, "table", tbl.column_names, tbl.num_rows, tbl, row_numbers=name == "<DataFrame>")
     path = os.fspath(data)
     fmt = infer_format(path, input_format)
     name = "<stdin>" if path == "-" else path

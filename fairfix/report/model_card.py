@@ -70,7 +70,9 @@ def _audit_tables(audit: Mapping[str, Any], level: str = "###") -> list[str]:
         lines += [f"Values with {ci:.0%} percentile-bootstrap intervals ({boot} resamples from the confusion "
                   "counts); groups under the minimum size are marked *small*.", ""]
     else:
-        lines += ["No intervals: the audit ran with `--bootstrap 0`.", ""]
+        # said as it is: correct's before/after audits are point figures, nobody passed --bootstrap 0
+        lines += ["No intervals: this audit has no bootstrap resamples (`fairfix audit --bootstrap N` gives "
+                  "them; the before/after audits of `fairfix correct` are point figures).", ""]
     metrics = GROUP_METRICS if binary else (("accuracy", "accuracy"),)
     lines += ["| group | n | " + " | ".join(label for _, label in metrics) + " |",
               "|---|---|" + "---|" * len(metrics)]

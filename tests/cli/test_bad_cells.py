@@ -86,3 +86,22 @@ def test_text_in_a_score_column_names_file_and_column(made: Path) -> None:
     frame.to_csv(made / "scores.csv", index=False)
     res = runner.invoke(app, ["audit", str(made / "scores.csv"), "--score", "s", "--label", "y", "--group", "g"])
     assert_one_line_error(res, str(made / "scores.csv"), "'s'", "abc")
+
+
+def test_bundle_audits_name_their_eval_file_and_the_card_says_so(made: Path, tmp_path: Path) -> None:
+    """Issue 20, defect 10: `settings.source` was `<DataFrame>`; the card claimed `--bootstrap 0`."""
+    out = tmp_path / "b"
+    res = runner.invoke(app, _correct(made, str(made / "d.csv"), out, "--eval", str(made / "holes.csv")))
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["before"]["settings"]["source"] == doc["after"]["settings"]["source"] == str(made / "holes.csv")
+    res = runner.invoke(app, _correct(made, str(made / "d.csv"), tmp_path / "b2"))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["after"]["settings"]["source"] == f"validation split of {made / 'd.csv'}"
+    card = tmp_path / "README.md"
+    res = runner.invoke(app, ["report", str(out), "--model-card", str(card)])
+    assert res.exit_code == 0, res.output
+    text = card.read_text()
+    assert "<DataFrame>" not in text
+    assert "name: holes.csv" in text
+    assert "--bootstrap 0" not in text
