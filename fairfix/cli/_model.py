@@ -46,3 +46,16 @@ def refuse_bundle(path: str, option: str) -> None:
             f"{option} {path}: is a FairNet bundle, not a base model; pass the bundle's base model instead "
             f"({option} {base or 'BASE_MODEL'})"
         )
+
+
+def warn_filled(model: Any, source: str) -> None:
+    """One warning line when the model filled missing numeric inputs (tabular: the training mean)."""
+    from fairfix.cli import _output
+    from fairfix.report.render import printable
+
+    base = getattr(model, "base", model)
+    filled = dict(getattr(base, "missing_filled", None) or {})
+    if filled:
+        cols = ", ".join(f"{printable(c)!r} ({n})" for c, n in filled.items())
+        _output.warn(f"{source}: {sum(filled.values())} missing numeric input value(s) filled with the training "
+                     f"mean: {cols}; the predictions of those rows rest on imputed inputs")

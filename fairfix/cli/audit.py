@@ -143,6 +143,8 @@ def audit(
             engine=engine.value,
             progress=progress,
         )
+    if loaded is not None:
+        _model.warn_filled(loaded, ", ".join(data))
     if base_doc is not None:
         extra_gates, info = base_gates.evaluate_against(base_doc, report.to_dict(), delta_gates, str(baseline))
         report.gates.extend(extra_gates)

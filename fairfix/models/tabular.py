@@ -69,8 +69,12 @@ class Preprocessor:
                 pre.vocabularies.append(sorted(top, key=str))
         return pre
 
-    def transform(self, frame: Any) -> np.ndarray:
-        """Encode a DataFrame holding (at least) the input columns."""
+    def transform(self, frame: Any, filled: dict[str, int] | None = None) -> np.ndarray:
+        """Encode a DataFrame holding (at least) the input columns.
+
+        A missing numeric value becomes the training mean; ``filled`` (when given) counts
+        them per column, so that the CLI can say so instead of filling silently.
+        """
         import pandas as pd
 
         n = len(frame)
@@ -82,7 +86,10 @@ class Preprocessor:
                 from fairfix.data.frames import not_numeric
 
                 raise not_numeric(frame, col) from exc
-            x = np.where(np.isnan(x), m, x)
+            missing = np.isnan(x)
+            if filled is not None and missing.any():
+                filled[col] = filled.get(col, 0) + int(missing.sum())
+            x = np.where(missing, m, x)
             out[:, j] = (x - m) / s
         offset = len(self.numeric)
         for col, vocab in zip(self.categorical, self.vocabularies, strict=True):
@@ -167,10 +174,11 @@ class TabularModel(Model):
         super().__init__(module, classes, positive, pre.columns, **kw)
         self.pre = pre
         self.numeric_columns = list(pre.numeric)
+        self.missing_filled: dict[str, int] = {}  # numeric cells filled with the training mean, per column
 
     def encode(self, frame: Any) -> dict[str, torch.Tensor]:
-        """``{"x": (B, F) float32}`` from raw rows."""
-        return {"x": torch.from_numpy(self.pre.transform(frame))}
+        """``{"x": (B, F) float32}`` from raw rows (counting missing numeric cells in ``missing_filled``)."""
+        return {"x": torch.from_numpy(self.pre.transform(frame, self.missing_filled))}
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, C)``."""

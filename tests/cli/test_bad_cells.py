@@ -105,3 +105,25 @@ def test_bundle_audits_name_their_eval_file_and_the_card_says_so(made: Path, tmp
     assert "<DataFrame>" not in text
     assert "name: holes.csv" in text
     assert "--bootstrap 0" not in text
+
+
+@pytest.mark.parametrize("command", ["predict", "audit"])
+def test_missing_numeric_inputs_are_counted_in_one_warning(made: Path, tmp_path: Path, command: str) -> None:
+    """Issue 20, defect 14: the training mean filled them silently."""
+    frame = _frame()
+    frame.loc[[3, 5, 9], "x1"] = np.nan
+    frame.loc[4, "x0"] = np.nan
+    frame.to_csv(tmp_path / "nan.csv", index=False)
+    for data, expect in ((tmp_path / "nan.csv", True), (made / "d.csv", False)):
+        args = (["predict", str(data), "--model", str(made / "m"), "-o", str(tmp_path / "p.csv"), "--force"]
+                if command == "predict" else
+                ["audit", str(data), "--model", str(made / "m"), "--label", "y", "--group", "g", "--format", "json"])
+        res = runner.invoke(app, args)
+        assert res.exit_code == 0, res.output
+        warnings = [line for line in res.stderr.splitlines() if line.startswith("fairfix: warning:")]
+        if expect:
+            assert len(warnings) == 1, res.stderr
+            assert f"{data}: 4 missing numeric input value(s) filled with the training mean" in warnings[0]
+            assert "'x0' (1), 'x1' (3)" in warnings[0]
+        else:
+            assert warnings == [], res.stderr
