@@ -176,7 +176,7 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         t.add_row(*row)
     console.print(t)
     gt = Table(title="per group", title_justify="left")
-    gt.add_column("group")
+    gt.add_column("group", overflow="fold")  # long group names wrap, never cut (as in `audit`)
     gt.add_column("n", justify="right")
     for k in ("accuracy", "TPR", "FPR"):
         gt.add_column(k, justify="right")
@@ -189,7 +189,8 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         at = Table(title="per attribute (in fit order); the summary above is over their intersection",
                    title_justify="left")
         for c in ("attribute", "accuracy", "worst-group accuracy", "detector TPR / FPR", "activation", "adapter"):
-            at.add_column(c, justify="left" if c == "attribute" else "right")
+            at.add_column(c, justify="left" if c == "attribute" else "right",
+                          overflow="fold" if c == "attribute" else "ellipsis")
         for cells in _attribute_rows(doc):
             at.add_row(rich_text(cells[0]), *cells[1:])
         console.print(at)

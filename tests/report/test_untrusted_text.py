@@ -92,3 +92,27 @@ def test_model_card_with_html_in_group_values_stays_updatable(tmp_path: Path) ->
     assert text.count("<!-- fairfix:fairness:end -->") == 1
     assert "<script" not in text and "<img" not in text
     assert json.loads((tmp_path / "a.json").read_text())["groups"]  # the audit itself keeps the raw values
+
+
+LONG = ["Amer-Indian-Eskimo-Aleut-Inuit-Yupik", "Native-Hawaiian-or-Other-Pacific-Islander"]
+
+
+@pytest.mark.parametrize("command", ["audit", "compare"])
+def test_long_group_names_wrap_and_are_never_cut_at_80_columns(tmp_path: Path, command: str) -> None:
+    """Issue 20, defect 16: compare cut them (`race=Amer-Indi...`)."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"g": np.repeat(LONG, 60), "h": rng.choice(["Female-identified", "Male-identified"], 120),
+                          "y": rng.integers(0, 2, 120), "p": rng.integers(0, 2, 120)})
+    frame.to_csv(tmp_path / "p.csv", index=False)
+    args = ["audit", str(tmp_path / "p.csv"), "--label", "y", "--pred", "p", "--group", "g", "--group", "h"]
+    if command == "audit":
+        res = runner.invoke(app, args, env={"NO_COLOR": "1", "COLUMNS": "80"})
+    else:
+        assert runner.invoke(app, [*args, "--format", "json", "--output", str(tmp_path / "a.json")]).exit_code == 0
+        res = runner.invoke(app, ["compare", str(tmp_path / "a.json"), str(tmp_path / "a.json")],
+                            env={"NO_COLOR": "1", "COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    assert "…" not in res.stdout
+    first = "".join(line.split("│")[1].strip() for line in res.stdout.splitlines() if line.startswith("│"))
+    for name in LONG:  # folded over lines, every character kept
+        assert name in first, (name, first)
