@@ -64,18 +64,31 @@ def err_console() -> Any:
     return console(stderr=True)
 
 
+#: Progress objects writing one line per stage (off a terminal): a line is written when its stage ends,
+#: so a note written meanwhile would come before the stage it follows; notes flush them first.
+_PENDING: list[Any] = []
+
+
+def _flush_progress() -> None:
+    for progress in _PENDING:
+        progress._flush()
+
+
 def error(message: str) -> None:
     """One line: ``fairfix: error: ...``."""
+    _flush_progress()
     sys.stderr.write(f"fairfix: error: {message}\n")
 
 
 def warn(message: str) -> None:
     """One line: ``fairfix: warning: ...``."""
+    _flush_progress()
     sys.stderr.write(f"fairfix: warning: {message}\n")
 
 
 def note(message: str) -> None:
-    """One line of information on stderr."""
+    """One line of information on stderr (after the progress line of the stage it follows)."""
+    _flush_progress()
     sys.stderr.write(f"fairfix: {message}\n")
 
 
@@ -141,7 +154,10 @@ class RowProgress:
                 console=err_console(), transient=True,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=None)
+            if self.description:  # a StageProgress adds one task per stage, labelled, when the stage starts
+                self._task = self._progress.add_task(self.description, total=None)
+        elif self.mode == "lines":
+            _PENDING.append(self)
         return self
 
     def _track(self, stage: str, done: int, total: int | None, metrics: dict[str, float] | None) -> None:
@@ -171,6 +187,8 @@ class RowProgress:
             self._track(self.description, done, total, None)
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self in _PENDING:
+            _PENDING.remove(self)
         if self._progress is not None:
             self._progress.__exit__(exc_type, *exc)
         elif self.mode == "lines" and exc_type is None:

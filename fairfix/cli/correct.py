@@ -140,12 +140,20 @@ def correct(
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():
         raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")
-    with _output.StageProgress(quiet=quiet) as progress:
-        corrected, result = run_correct(
-            data, base, label=label, group=group_col, minority=minority,
-            detector=str(detector) if detector is not None else None,
-            detector_config=DetectorConfig(mode=mode_value, seed=seed), config=config, eval_data=eval_data,
-            input_format=input_format, progress=progress, checkpoint=checkpoint, resume=resume)
+    if not resume and checkpoint.is_dir():
+        _output.note(f"found the checkpoint of an interrupted run at {checkpoint}; this run starts over and "
+                     "replaces it (pass --resume to continue it instead)")
+    try:
+        with _output.StageProgress(quiet=quiet) as progress:
+            corrected, result = run_correct(
+                data, base, label=label, group=group_col, minority=minority,
+                detector=str(detector) if detector is not None else None,
+                detector_config=DetectorConfig(mode=mode_value, seed=seed), config=config, eval_data=eval_data,
+                input_format=input_format, progress=progress, checkpoint=checkpoint, resume=resume)
+    except KeyboardInterrupt:
+        if checkpoint.is_dir():
+            _output.note(f"completed epochs are kept in {checkpoint}: rerun with --resume to continue")
+        raise
     save_bundle(out, corrected, result["record"], force=force,
                 reports={"before": result["before"], "after": result["after"], "compare": result["compare"]},
                 extra_config={"label": label, "group": group_col})
