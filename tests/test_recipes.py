@@ -240,7 +240,7 @@ def test_recipe_group_list_runs_a_progressive_correction(tmp_path):
 def test_run_says_on_stderr_what_correct_says(tmp_path):
     """Issue 20, defect 17: the guard's 'adapter disabled' and a gate passed without evidence, on stderr."""
     path = tmp_path / "quiet.yaml"
-    text = SMALL.replace("correct: {epochs: 1}", "correct: {epochs: 1, guard_se: 10}")  # 10 standard errors: nothing passes
+    text = SMALL.replace("correct: {epochs: 1}", "correct: {epochs: 1, guard_se: 10}")  # nothing passes
     text = text.replace("audit: {bootstrap: 50}", "audit:\n  bootstrap: 50\n  min_group_size: 100000\n"
                                                   "  fail_on: [\"equalized_odds_difference>0.99\"]")
     path.write_text(text)
