@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -143,17 +145,12 @@ def correct(
     if not resume and checkpoint.is_dir():
         _output.note(f"found the checkpoint of an interrupted run at {checkpoint}; this run starts over and "
                      "replaces it (pass --resume to continue it instead)")
-    try:
-        with _output.StageProgress(quiet=quiet) as progress:
-            corrected, result = run_correct(
-                data, base, label=label, group=group_col, minority=minority,
-                detector=str(detector) if detector is not None else None,
-                detector_config=DetectorConfig(mode=mode_value, seed=seed), config=config, eval_data=eval_data,
-                input_format=input_format, progress=progress, checkpoint=checkpoint, resume=resume)
-    except KeyboardInterrupt:
-        if checkpoint.is_dir():
-            _output.note(f"completed epochs are kept in {checkpoint}: rerun with --resume to continue")
-        raise
+    with _resume_hint(checkpoint), _output.StageProgress(quiet=quiet) as progress:
+        corrected, result = run_correct(
+            data, base, label=label, group=group_col, minority=minority,
+            detector=str(detector) if detector is not None else None,
+            detector_config=DetectorConfig(mode=mode_value, seed=seed), config=config, eval_data=eval_data,
+            input_format=input_format, progress=progress, checkpoint=checkpoint, resume=resume)
     save_bundle(out, corrected, result["record"], force=force,
                 reports={"before": result["before"], "after": result["after"], "compare": result["compare"]},
                 extra_config={"label": label, "group": group_col})
@@ -179,6 +176,17 @@ def correct(
             tracking.log_compare(run, doc)
             tracking.log_correction(run, result["record"], out)
         _output.note(f"logged to MLflow run {run.run_id}")
+
+
+@contextmanager
+def _resume_hint(checkpoint: Path) -> Iterator[None]:
+    """On Ctrl-C: say where the completed epochs are and how to continue (then exit 130 as ever)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if checkpoint.is_dir():
+            _output.note(f"completed epochs are kept in {checkpoint}: rerun with --resume to continue")
+        raise
 
 
 def _choice(ch: dict[str, Any], base: dict[str, Any], word: str) -> str:
