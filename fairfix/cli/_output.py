@@ -233,14 +233,28 @@ def print_summary(summary: dict[str, Any], fmt: Any, title: str = "") -> None:
 
 
 class StageProgress(RowProgress):
-    """Progress per stage: called as ``progress(stage, done, total, metrics)``; off a terminal one line a stage."""
+    """Progress per stage: called as ``progress(stage, done, total, metrics)``; off a terminal one line a stage.
 
-    def __init__(self, quiet: bool = False) -> None:
+    ``epochs``: the adapter epochs the user asked for.  The correction counts the epochs of
+    all its candidate plans together (two plans of 40: ``adapter 21/80``); each plan is then
+    shown as its own stage in the user's units (``adapter (plan 1 of 2): 21/40``).
+    """
+
+    def __init__(self, quiet: bool = False, epochs: int | None = None) -> None:
         super().__init__("", unit="", quiet=quiet)
         self._stage: str | None = None
+        self.epochs = epochs
+
+    def _per_plan(self, stage: str, done: int, total: int | None) -> tuple[str, int, int | None]:
+        e = self.epochs
+        if stage == "adapter" and e and total and total > e and total % e == 0:
+            plan = min(max(done - 1, 0) // e, total // e - 1)
+            return f"adapter (plan {plan + 1} of {total // e})", done - plan * e, e
+        return stage, done, total
 
     def __call__(self, stage: str, done: int, total: int | None = None,  # type: ignore[override]
                  metrics: dict[str, float] | None = None) -> None:
+        stage, done, total = self._per_plan(stage, done, total)
         if self.mode == "lines":
             self._track(stage, done, total, metrics)
             return

@@ -145,7 +145,7 @@ def correct(
     if not resume and checkpoint.is_dir():
         _output.note(f"found the checkpoint of an interrupted run at {checkpoint}; this run starts over and "
                      "replaces it (pass --resume to continue it instead)")
-    with _resume_hint(checkpoint), _output.StageProgress(quiet=quiet) as progress:
+    with _resume_hint(checkpoint), _output.StageProgress(quiet=quiet, epochs=epochs) as progress:
         corrected, result = run_correct(
             data, base, label=label, group=group_col, minority=minority,
             detector=str(detector) if detector is not None else None,
@@ -206,7 +206,7 @@ def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minori
     from fairfix.correct.progressive import correct_many
     from fairfix.detect.fit import DetectorConfig
 
-    with _output.StageProgress(quiet=quiet) as progress:
+    with _output.StageProgress(quiet=quiet, epochs=config.epochs) as progress:
         corrected, result = correct_many(
             data, base, label=label, groups=groups, minority=minority,
             detector_configs=[DetectorConfig(mode=m, seed=seed) for m in modes], config=config,

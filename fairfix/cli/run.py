@@ -45,7 +45,10 @@ def run(
     log_to_mlflow = tracking.enabled(mlflow)
     if log_to_mlflow:
         tracking.check_available()
-    with _output.StageProgress(quiet=quiet) as progress:
+    from fairfix.correct.fairnet import CorrectConfig
+
+    epochs = rec.section("correct").get("epochs", CorrectConfig.epochs)  # the adapter's progress counts these
+    with _output.StageProgress(quiet=quiet, epochs=epochs) as progress:
         result = run_recipe(rec, out, until=until, force=force, progress=progress, log=_output.note)
     if "compare" not in result:
         _output.note(f"stopped after {until}; rerun without --until to finish (finished steps are skipped)")

@@ -190,7 +190,7 @@ def correct_many(
     ``eval_data`` when given, else on the validation split, per attribute and over the
     intersection of all of them.
     """
-    from fairfix.correct.run import _default_minority_on_val, _split, per_plan, training_frame
+    from fairfix.correct.run import _default_minority_on_val, _split, training_frame
     from fairfix.data.groups import group_values
     from fairfix.detect.fit import DetectorConfig, fit_detector
 
@@ -238,8 +238,8 @@ def correct_many(
                "minority": minority_codes(val_values, detector.minority),
                "guard_groups": {g: val_codes[g] for g in groups if g != group}}
         name = adapter_name(k, group)
-        corrected, record = fit_fairnet(work, detector, train, val, config, progress=per_plan(progress, config.epochs),
-                                        adapter=name, prior=[a.stage() for a in attributes], peft_prior=peft_model)
+        corrected, record = fit_fairnet(work, detector, train, val, config, progress=progress, adapter=name,
+                                        prior=[a.stage() for a in attributes], peft_prior=peft_model)
         work, peft_model = corrected.base, corrected.peft_model
         record["group"] = group
         record["detector_report"] = detector.report

@@ -167,7 +167,7 @@ def correct(
              "minority": train_minority, "group": None}
     val = {"inputs": model.encode(val_frame), "y": y_all[va], "group": val_g,
            "minority": minority_codes(val_values, minority_vals)}
-    corrected, record = fit_fairnet(model, detector, train, val, config, progress=per_plan(progress, config.epochs),
+    corrected, record = fit_fairnet(model, detector, train, val, config, progress=progress,
                                     checkpoint=checkpoint, resume=resume)
 
     eval_frame = val_frame if eval_data is None else read_frame(eval_data, None, input_format)
@@ -201,24 +201,6 @@ def correct(
         "detector_report": detector.report,
     })
     return corrected, {"record": record, "before": before, "after": after, "compare": compare}
-
-
-def per_plan(progress: Callable[..., None] | None, epochs: int) -> Callable[..., None] | None:
-    """Adapter progress in the epochs the user asked for: one stage per plan, ``k/epochs`` each.
-
-    The fit counts the epochs of all its plans together (two plans of 40 epochs: ``21/80``);
-    this shows ``adapter (plan 1 of 2): 21/40`` ... ``adapter (plan 2 of 2): 1/40`` instead.
-    """
-    if progress is None:
-        return None
-
-    def report(stage: str, done: int, total: int | None = None, *rest: Any) -> None:
-        if stage == "adapter" and total and epochs and total > epochs and total % epochs == 0:
-            plan = min((done - 1) // epochs, total // epochs - 1)
-            stage, done, total = f"adapter (plan {plan + 1} of {total // epochs})", done - plan * epochs, epochs
-        progress(stage, done, total, *rest)
-
-    return report
 
 
 def _default_minority_on_val(model: Any, frame: Any, label: str, group: str) -> list[Any]:

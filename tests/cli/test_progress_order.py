@@ -86,21 +86,16 @@ def test_an_interrupted_correct_says_how_to_resume(made: Path, tmp_path: Path,
     assert res.stderr.strip().splitlines()[-1] == "fairfix: error: interrupted"
 
 
-def test_adapter_progress_counts_the_epochs_asked_for_per_plan() -> None:
-    """Two plans of 8 epochs showed `adapter 9/16`; now each plan counts its own 8."""
-    from fairfix.correct.run import per_plan
-
-    seen: list[tuple] = []
-    report = per_plan(lambda *a: seen.append(a), 8)
-    assert report is not None
-    for k in range(1, 17):
-        report("adapter", k, 16, {"loss": 0.1})
-    report("representations", 5, 10)
-    assert seen[0] == ("adapter (plan 1 of 2)", 1, 8, {"loss": 0.1})
-    assert seen[7][:3] == ("adapter (plan 1 of 2)", 8, 8)
-    assert seen[8][:3] == ("adapter (plan 2 of 2)", 1, 8)
-    assert seen[15][:3] == ("adapter (plan 2 of 2)", 8, 8)
-    assert seen[16] == ("representations", 5, 10)
-    one = []
-    per_plan(lambda *a: one.append(a), 8)("adapter", 3, 8)  # one plan: unchanged
-    assert one == [("adapter", 3, 8)]
+def test_adapter_progress_counts_the_epochs_asked_for_per_plan(capsys: pytest.CaptureFixture[str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two plans of 8 epochs showed `adapter 9/16`; now each plan is a stage counting its own 8."""
+    monkeypatch.delenv("FAIRFIX_NO_PROGRESS", raising=False)
+    with _output.StageProgress(epochs=8) as progress:
+        for k in range(1, 17):
+            progress("adapter", k, 16, {"loss": 0.1})
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" loss=")[0] for line in lines] == ["fairfix: adapter (plan 1 of 2): 8/8",
+                                                          "fairfix: adapter (plan 2 of 2): 8/8"]
+    with _output.StageProgress(epochs=8) as progress:
+        progress("adapter", 3, 8)  # one plan: as it was
+    assert capsys.readouterr().err.startswith("fairfix: adapter: 3/8 (")
