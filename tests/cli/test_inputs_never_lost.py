@@ -141,3 +141,20 @@ def test_hostile_detector_manifest_width_is_checked_against_the_weights_before_a
     det = _hostile(made, tmp_path, "det", lambda m: m["detector"].update(hidden=100000))
     res = runner.invoke(app, _correct(made, tmp_path / "b", "--detector", str(det)))
     assert_one_line_error(res, str(det), "detector.safetensors", "100000")
+
+
+def test_hostile_adapter_rank_is_checked_against_the_weights_before_peft_allocates(
+        made: Path, tmp_path: Path, no_real_allocation: None) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(made / "bundle", bundle)
+    cfg = bundle / "adapter" / "adapter_config.json"
+    config = json.loads(cfg.read_text())
+    config["r"] = 100000
+    cfg.write_text(json.dumps(config))
+    manifest = json.loads((bundle / "fairfix.json").read_text())  # a consistent, hostile bundle: hashes match
+    from fairfix.artifacts import sha256_file
+
+    manifest["files"]["adapter/adapter_config.json"] = sha256_file(cfg)
+    (bundle / "fairfix.json").write_text(json.dumps(manifest))
+    res = runner.invoke(app, ["predict", str(made / "d.csv"), "--model", str(bundle), "-o", str(tmp_path / "p.csv")])
+    assert_one_line_error(res, str(cfg), "rank 100000", "refusing before allocating")
