@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from fairfix.report.io import write_atomic
-from fairfix.report.render import EXTENSION_FORMATS, Format, rich_text
+from fairfix.report.render import EXTENSION_FORMATS, Format, printable, rich_text
 
 
 def check_outputs(out: Path | None, output: Path | None, force: bool, inputs: Sequence[Any] = ()) -> None:
@@ -74,22 +74,24 @@ def _flush_progress() -> None:
         progress._flush()
 
 
+# Messages quote values from the data (group values, column names): control characters in them
+# (a raw ANSI escape, a newline) are shown as \xNN, never sent to the terminal, and a message stays one line.
 def error(message: str) -> None:
     """One line: ``fairfix: error: ...``."""
     _flush_progress()
-    sys.stderr.write(f"fairfix: error: {message}\n")
+    sys.stderr.write(f"fairfix: error: {printable(message)}\n")
 
 
 def warn(message: str) -> None:
     """One line: ``fairfix: warning: ...``."""
     _flush_progress()
-    sys.stderr.write(f"fairfix: warning: {message}\n")
+    sys.stderr.write(f"fairfix: warning: {printable(message)}\n")
 
 
 def note(message: str) -> None:
     """One line of information on stderr (after the progress line of the stage it follows)."""
     _flush_progress()
-    sys.stderr.write(f"fairfix: {message}\n")
+    sys.stderr.write(f"fairfix: {printable(message)}\n")
 
 
 def emit(text: str, output: Path | None, force: bool) -> None:

@@ -116,3 +116,11 @@ def test_long_group_names_wrap_and_are_never_cut_at_80_columns(tmp_path: Path, c
     first = "".join(line.split("│")[1].strip() for line in res.stdout.splitlines() if line.startswith("│"))
     for name in LONG:  # folded over lines, every character kept
         assert name in first, (name, first)
+
+
+def test_a_raw_terminal_escape_never_reaches_stderr_either(tmp_path: Path) -> None:
+    """Warnings quote group values too (here: the groups below --min-group-size)."""
+    res = _audit(_preds(tmp_path, MARKUP), "--min-group-size", "1000", "--fail-on", "accuracy_gap>0.99")
+    assert res.exit_code == 0, res.output
+    assert "gate passed without sufficient evidence" in res.stderr
+    assert "\x1b" not in res.stderr and "esc\\x1b[31mred" in res.stderr
