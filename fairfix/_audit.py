@@ -431,7 +431,11 @@ def _source_name(item: Any) -> str:
     if isinstance(item, str | os.PathLike):
         path = os.fspath(item)
         return "<stdin>" if path == "-" else path
-    return "<Table>" if type(item).__name__ == "Table" else "<DataFrame>"
+    if type(item).__name__ == "Table":
+        return "<Table>"
+    from fairfix.data.frames import source_name  # a frame fairfix read names its file (or split)
+
+    return source_name(item)
 
 
 def _choose_engine(engine: str, sources: list[Table], many: bool, model: Any) -> str:

@@ -100,6 +100,26 @@ def _is_artifact_dir(path: Path) -> bool:
     return isinstance(manifest, dict) and manifest.get("kind") in KINDS
 
 
+def bundle_base_path(path: str | os.PathLike[str]) -> str | None:
+    """For a directory holding a fairfix bundle: its base model's recorded path ("" when none); else None.
+
+    Reads the manifest only (no hashes checked): a cheap look before loading anything.
+    """
+    p = Path(path)
+    mf = p / MANIFEST
+    try:
+        if p.is_symlink() or mf.is_symlink() or not mf.is_file():
+            return None
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("kind") != "bundle":
+        return None
+    ref = manifest.get("base_model")
+    base = ref.get("path") if isinstance(ref, dict) else None
+    return base if isinstance(base, str) else ""
+
+
 def _inside(child: Path, parent: Path) -> bool:
     try:
         child.relative_to(parent)
@@ -122,8 +142,11 @@ def check_replaceable(out: str | os.PathLike[str], force: bool, inputs: Iterable
     fairfix.errors.UsageError
         ``out`` exists but is not something ``--force`` may replace.
     """
+    from fairfix.report.io import check_folder
+
     p = Path(out)
     if not (p.exists() or p.is_symlink()):
+        check_folder(p)
         return
     if not force:
         raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=p))
@@ -139,6 +162,7 @@ def check_replaceable(out: str | os.PathLike[str], force: bool, inputs: Iterable
         what = "a symlink" if p.is_symlink() else ("not a directory" if not p.is_dir() else
                                                   f"not a fairfix artifact (no valid {MANIFEST})")
         raise errors.UsageError(f"{p}: exists and is {what}; --force replaces only fairfix artifact directories")
+    check_folder(p)
 
 
 def write_artifact(
@@ -156,11 +180,17 @@ def write_artifact(
     Returns the manifest.
     """
     check_replaceable(out, force)
+    shown = Path(out)  # errors name the path as the user gave it
     out = Path(os.path.abspath(out))
     parent = out.parent
     if not parent.is_dir():
         raise errors.UsageError(f"{out}: folder {parent} does not exist")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    from fairfix.report.io import write_error
+
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    except OSError as exc:
+        raise errors.UsageError(errors.OUTPUT_UNWRITABLE.format(path=shown, reason=exc.strerror or exc)) from exc
     try:
         write_files(tmp)
         files = {
@@ -188,8 +218,11 @@ def write_artifact(
                 shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        failed = write_error(shown, exc)  # disk full, read-only: exit 2 naming the path, not exit 3
+        if failed is not None:
+            raise failed from exc
         raise
     return manifest
 

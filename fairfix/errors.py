@@ -68,6 +68,7 @@ SCORE_OUT_OF_RANGE = (
     "{path}: score column {column!r} has {count} value(s) outside [0, 1] (e.g. {example}); "
     "scores must be probabilities"
 )
+NOT_NUMERIC = "{path}: column {column!r} holds {value!r}, which is not a number (the column is numeric)"
 ONE_LABEL = "{path}: label column {column!r} has one value only ({value!r}); need at least two"
 OUTPUT_EXISTS = "{path}: exists; pass --force to overwrite it"
 OUTPUT_UNWRITABLE = "{path}: cannot write: {reason}"

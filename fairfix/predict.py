@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from fairfix import errors
 from fairfix.data.tables import infer_format, open_table
 from fairfix.models.base import Model
 from fairfix.models.runner import iter_predictions
-from fairfix.report.io import check_writable
+from fairfix.report.io import _umask, check_writable, write_error
 
 
 def prediction_columns(model: Model, proba: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
@@ -115,9 +116,14 @@ def predict(
     table = open_table(data, input_format)
     if id_column is not None:
         table.require([id_column])
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise errors.UsageError(errors.OUTPUT_UNWRITABLE.format(path=out, reason=exc.strerror or exc)) from exc
     tmp = Path(tmp_name)
+    # like every file fairfix writes: the mode of the file it replaces, else 0o666 less the umask (not 0o600)
+    perms = stat.S_IMODE(out.stat().st_mode) if out.exists() else 0o666 & ~_umask()
     writer = _Writer(tmp, fmt)
     rows = 0
     try:
@@ -140,9 +146,16 @@ def predict(
             raise errors.DataError(f"{table.name}: has a header but no rows")
         if not force and out.exists():
             raise errors.OutputExistsError(errors.OUTPUT_EXISTS.format(path=out))
+        os.chmod(tmp, perms)
         os.replace(tmp, out)
-    except BaseException:
-        writer.close()
+    except BaseException as exc:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
         tmp.unlink(missing_ok=True)
+        failed = write_error(out, exc)  # disk full, read-only: exit 2 naming the output, not exit 3
+        if failed is not None:
+            raise failed from exc
         raise
     return {"rows": rows, "output": str(out), "format": fmt}

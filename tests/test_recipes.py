@@ -235,3 +235,18 @@ def test_recipe_group_list_runs_a_progressive_correction(tmp_path):
     path.write_text(bad)
     res = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run2")])
     assert res.exit_code == 2 and "detector.mode has 3 values for 2 groups" in res.output
+
+
+def test_run_says_on_stderr_what_correct_says(tmp_path):
+    """Issue 20, defect 17: the guard's 'adapter disabled' and a gate passed without evidence, on stderr."""
+    path = tmp_path / "quiet.yaml"
+    text = SMALL.replace("correct: {epochs: 1}", "correct: {epochs: 1, guard_se: 10}")  # nothing passes
+    text = text.replace("audit: {bootstrap: 50}", "audit:\n  bootstrap: 50\n  min_group_size: 100000\n"
+                                                  "  fail_on: [\"equalized_odds_difference>0.99\"]")
+    path.write_text(text)
+    res = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["adapter_enabled"] is False
+    assert "fairfix: warning: the bundle ships with the adapter disabled" in res.stderr
+    assert ("fairfix: warning: gate passed without sufficient evidence: equalized_odds_difference>0.99: "
+            "groups below --min-group-size") in res.stderr

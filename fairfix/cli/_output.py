@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from fairfix.report.io import write_atomic
-from fairfix.report.render import EXTENSION_FORMATS, Format
+from fairfix.report.render import EXTENSION_FORMATS, Format, printable, rich_text
 
 
 def check_outputs(out: Path | None, output: Path | None, force: bool, inputs: Sequence[Any] = ()) -> None:
@@ -64,19 +64,34 @@ def err_console() -> Any:
     return console(stderr=True)
 
 
+#: Progress objects writing one line per stage (off a terminal): a line is written when its stage ends,
+#: so a note written meanwhile would come before the stage it follows; notes flush them first.
+_PENDING: list[Any] = []
+
+
+def _flush_progress() -> None:
+    for progress in _PENDING:
+        progress._flush()
+
+
+# Messages quote values from the data (group values, column names): control characters in them
+# (a raw ANSI escape, a newline) are shown as \xNN, never sent to the terminal, and a message stays one line.
 def error(message: str) -> None:
     """One line: ``fairfix: error: ...``."""
-    sys.stderr.write(f"fairfix: error: {message}\n")
+    _flush_progress()
+    sys.stderr.write(f"fairfix: error: {printable(message)}\n")
 
 
 def warn(message: str) -> None:
     """One line: ``fairfix: warning: ...``."""
-    sys.stderr.write(f"fairfix: warning: {message}\n")
+    _flush_progress()
+    sys.stderr.write(f"fairfix: warning: {printable(message)}\n")
 
 
 def note(message: str) -> None:
-    """One line of information on stderr."""
-    sys.stderr.write(f"fairfix: {message}\n")
+    """One line of information on stderr (after the progress line of the stage it follows)."""
+    _flush_progress()
+    sys.stderr.write(f"fairfix: {printable(message)}\n")
 
 
 def emit(text: str, output: Path | None, force: bool) -> None:
@@ -141,7 +156,10 @@ class RowProgress:
                 console=err_console(), transient=True,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task(self.description, total=None)
+            if self.description:  # a StageProgress adds one task per stage, labelled, when the stage starts
+                self._task = self._progress.add_task(self.description, total=None)
+        elif self.mode == "lines":
+            _PENDING.append(self)
         return self
 
     def _track(self, stage: str, done: int, total: int | None, metrics: dict[str, float] | None) -> None:
@@ -159,10 +177,13 @@ class RowProgress:
         if line is None:
             return
         of = f"/{line['total']}" if line.get("total") else ""
-        unit = f" {self.unit}" if self.unit else ""
+        unit = f" {self._unit_of(line['stage'])}" if self._unit_of(line["stage"]) else ""
         now = time.perf_counter()
         note(f"{line['stage']}: {line['done']}{of}{unit}{_metrics_text(line.get('metrics'))} ({now - self._t0:.1f} s)")
         self._t0 = now
+
+    def _unit_of(self, stage: str) -> str:
+        return self.unit
 
     def __call__(self, done: int, total: int | None = None) -> None:
         if self._progress is not None:
@@ -171,6 +192,8 @@ class RowProgress:
             self._track(self.description, done, total, None)
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if self in _PENDING:
+            _PENDING.remove(self)
         if self._progress is not None:
             self._progress.__exit__(exc_type, *exc)
         elif self.mode == "lines" and exc_type is None:
@@ -210,16 +233,25 @@ def print_summary(summary: dict[str, Any], fmt: Any, title: str = "") -> None:
             v = ", ".join(v)
         elif isinstance(v, list):
             v = ", ".join(map(str, v))
-        t.add_row(k, "" if v is None else str(v))
+        t.add_row(rich_text(k), rich_text("" if v is None else v))
     console().print(t)
 
 
 class StageProgress(RowProgress):
-    """Progress per stage: called as ``progress(stage, done, total, metrics)``; off a terminal one line a stage."""
+    """Progress per stage: called as ``progress(stage, done, total, metrics)``; off a terminal one line a stage.
+
+    The correction's stages count optimizer steps: ``adapter`` the steps of every cross-fitted
+    fold and plan together, ``adapter (shipped)`` the steps of the adapter it ships.
+    """
+
+    UNITS = {"adapter": "steps", "adapter (shipped)": "steps"}
 
     def __init__(self, quiet: bool = False) -> None:
         super().__init__("", unit="", quiet=quiet)
         self._stage: str | None = None
+
+    def _unit_of(self, stage: str) -> str:
+        return self.UNITS.get(stage, "")
 
     def __call__(self, stage: str, done: int, total: int | None = None,  # type: ignore[override]
                  metrics: dict[str, float] | None = None) -> None:
@@ -253,8 +285,8 @@ def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: b
         return
     from rich.table import Table
 
-    t = Table(title=f"detector ({report['mode']} mode, layer {report['layer']}): minority "
-                    f"{report['minority']} of {report['group_column']}", title_justify="left")
+    t = Table(title=rich_text(f"detector ({report['mode']} mode, layer {report['layer']}): minority "
+                              f"{report['minority']} of {report['group_column']}"), title_justify="left")
     for col in ("tau", "TPR", "FPR", "precision", "activation rate"):
         t.add_column(col, justify="right")
     t.add_row(_rate(report["tau"]), _rate(report["tpr"]), _rate(report["fpr"]), _rate(report["precision"]),
@@ -266,7 +298,7 @@ def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: b
         g.add_column("group")
         g.add_column("activation rate", justify="right")
         for k, v in report["activation_rate_by_group"].items():
-            g.add_row(k, _rate(v))
+            g.add_row(rich_text(k), _rate(v))
         c.print(g)
     if report.get("sweep"):
         s = Table(title="tau sweep (held-out labeled rows)", title_justify="left")

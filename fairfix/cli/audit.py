@@ -93,6 +93,8 @@ def audit(
     plain_gates, delta_gates = base_gates.split_gates(fail_on or ())
     base_gates.check_gates(delta_gates, baseline)  # fail before reading a large file
     base_doc = base_gates.load_audit(baseline) if baseline is not None else None
+    if base_doc is not None:
+        base_gates.check_label(base_doc, label, str(baseline))  # before reading any data
     if output is not None:
         check_writable(output, force, inputs=data)
     _options.check_junit(junit, force, [*data, *([baseline] if baseline else [])],
@@ -141,10 +143,14 @@ def audit(
             engine=engine.value,
             progress=progress,
         )
+    if loaded is not None:
+        _model.warn_filled(loaded, ", ".join(data))
     if base_doc is not None:
         extra_gates, info = base_gates.evaluate_against(base_doc, report.to_dict(), delta_gates, str(baseline))
         report.gates.extend(extra_gates)
         report.extra["baseline"] = info
+        for line in info.get("warnings") or []:
+            _output.warn(f"--baseline {baseline}: {line}")
     if counts_out is not None:
         from fairfix.report.counts_out import counts_table, write_counts
 

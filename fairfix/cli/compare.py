@@ -47,6 +47,8 @@ def compare(
             schema = d.get("schema") if isinstance(d, dict) else None
             raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {schema!r})")
     doc = build_compare(docs[0], docs[1], fail_on=fail_on or ())
+    for line in doc.get("warnings") or []:  # other rows, groups or positive label: said before the result
+        _output.warn(f"{before} vs {after}: {line}")
     _output.emit_compare(doc, fmt, output, force)
     if junit is not None:
         from fairfix.report.junit import compare_suite

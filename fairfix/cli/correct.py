@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -118,7 +120,9 @@ def correct(
     from fairfix.correct.run import correct as run_correct
     from fairfix.detect.fit import DetectorConfig
 
-    _output.check_outputs(out, output, force)
+    # --out / --output may be no input: a bundle written over its own base (or detector) loses it (issue 20)
+    _output.check_outputs(out, output, force, inputs=[data, model, detector, eval_data])
+    _model.refuse_bundle(model, "--model")
     log_to_mlflow = tracking.enabled(mlflow)
     if log_to_mlflow:
         tracking.check_available()
@@ -159,7 +163,10 @@ def correct(
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():
         raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")
-    with _output.StageProgress(quiet=quiet) as progress:
+    if not resume and checkpoint.is_dir():
+        _output.note(f"found the checkpoint of an interrupted run at {checkpoint}; this run starts over and "
+                     "replaces it (pass --resume to continue it instead)")
+    with _resume_hint(checkpoint), _output.StageProgress(quiet=quiet) as progress:
         corrected, result = run_correct(
             data, base, label=label, group=group_col, minority=minority,
             detector=str(detector) if detector is not None else None,
@@ -192,6 +199,17 @@ def correct(
             tracking.log_compare(run, doc)
             tracking.log_correction(run, result["record"], out)
         _output.note(f"logged to MLflow run {run.run_id}")
+
+
+@contextmanager
+def _resume_hint(checkpoint: Path) -> Iterator[None]:
+    """On Ctrl-C: say where the completed folds are and how to continue (then exit 130 as ever)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if checkpoint.is_dir():
+            _output.note(f"completed folds are kept in {checkpoint}: rerun with --resume to continue")
+        raise
 
 
 def _choice(ch: dict[str, Any], base: dict[str, Any], word: str, evidence: dict[str, Any] | None = None) -> str:

@@ -44,4 +44,5 @@ def predict(
         result = run_predict(data, loaded, output, id_column=id_column, threshold=threshold,
                              batch_rows=batch_size, input_format=input_format, force=force,
                              progress=progress)
+    _model.warn_filled(loaded, data)
     _output.note(f"wrote {result['rows']} rows to {result['output']}")

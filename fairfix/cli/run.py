@@ -36,6 +36,10 @@ def run(
     if check:
         _output.note(f"{recipe}: valid recipe {rec.name!r}")
         return
+    if out is not None:  # like every command's --out: its folder must exist and be writable (issue 20)
+        from fairfix.report.io import check_folder
+
+        check_folder(out)
     out = out or Path("runs") / rec.name
     _options.check_junit(junit, force, [recipe], {})
     log_to_mlflow = tracking.enabled(mlflow)
@@ -50,6 +54,7 @@ def run(
         return
     doc = result["compare"]
     _output.emit_compare(doc, fmt, None, False)
+    _correction_warnings(out / "bundle" / "compare.json")
     if junit is not None:
         import json
 
@@ -70,6 +75,31 @@ def run(
     tripped = [g for g in [*result["audit_gates"], *doc["gates"]] if g["tripped"]]
     for g in tripped:
         _output.error(f"gate tripped: {g['expr']} (value {g['value']:.4g})")
+    for g in [*result["audit_gates"], *doc["gates"]]:  # as `audit` and `compare` say it, not only in --junit
+        if not g["tripped"] and g.get("insufficient_evidence"):
+            _output.warn(f"gate passed without sufficient evidence: {g['expr']}: {'; '.join(g.get('reasons') or [])}")
     _output.note(f"artifacts and reports in {out}")
     if tripped:
         raise typer.Exit(EXIT_GATE)
+
+
+def _correction_warnings(path: Path) -> None:
+    """What `fairfix correct` says on stderr about its bundle: an adapter the guard turned off, a closed hinge."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    warning = (doc.get("correction") or {}).get("warning")
+    if warning:
+        _output.warn(warning)
+    if doc.get("adapter_enabled") is False:
+        reasons = (doc.get("guard") or {}).get("reasons") or ["nothing passed the guard"]
+        _output.warn(f"the bundle ships with the adapter disabled (outputs equal the base model's): {reasons[0]} "
+                     "(recipe keys correct.max_accuracy_drop, correct.guard_se)")
+    for a in doc.get("attributes") or []:
+        if not a.get("adapter_enabled"):
+            reasons = (a.get("guard") or {}).get("reasons") or ["nothing passed the guard"]
+            _output.warn(f"{a.get('group')}: the adapter is disabled (its rows keep the outputs of the model "
+                         f"corrected before it): {reasons[0]}")

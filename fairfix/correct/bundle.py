@@ -120,6 +120,35 @@ def _check_adapter_files(p: Path, manifest: dict[str, Any], names: Sequence[str]
     pickled = [n for n in files if n.startswith("adapter/") and n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     if pickled:
         raise errors.ModelError(f"{p}: pickled adapter file {pickled[0]}; fairfix loads safetensors only")
+    for name in names:
+        if name.endswith("adapter_config.json"):
+            _check_adapter_sizes(p / name, p / name.replace("adapter_config.json", "adapter_model.safetensors"))
+
+
+def _check_adapter_sizes(config: Path, weights: Path) -> None:
+    """Refuse an adapter config that asks PEFT to build more than its weights hold, before it allocates.
+
+    PEFT builds every LoRA matrix from ``adapter_config.json`` (rank ``r``, ``rank_pattern``,
+    ``layer_replication``) and only then loads the weights: a hostile ``"r": 100000`` would
+    allocate first.  The ranks are checked against the safetensors header's ``lora_A`` rows.
+    """
+    import json
+
+    from fairfix.models.base import safetensors_shapes
+
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+        ranks = [int(cfg["r"]), *(int(v) for v in (cfg.get("rank_pattern") or {}).values())]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise errors.ModelError(f"{config}: not a LoRA adapter config ({' '.join(str(exc).split())})") from exc
+    if cfg.get("layer_replication"):
+        raise errors.ModelError(f"{config}: layer_replication is set; fairfix bundles never replicate layers")
+    rows = [shape[0] for name, shape in safetensors_shapes(weights).items() if "lora_A" in name and shape]
+    if not rows:
+        raise errors.ModelError(f"{weights}: holds no LoRA weights (lora_A)")
+    if min(ranks) < 1 or max(ranks) > max(rows):
+        raise errors.ModelError(f"{config}: rank {max(ranks)} but {weights.name} holds LoRA weights of rank "
+                                f"{max(rows)}; refusing before allocating")
 
 
 # -- several attributes (progressive correction) ------------------------------------------

@@ -66,13 +66,27 @@ def save_unit(path: Path, name: str, adapted: np.ndarray, history: dict[str, lis
     """After one adapter of the guard's evidence (a fold, or the plain split) has been trained and judged.
 
     ``adapted (budgets, strengths, rows)``: the classes its held-out rows got at each candidate;
-    atomic renames, the JSON last, so a listed unit is a complete one.
+    atomic renames, the JSON last, so a listed unit is a complete one.  A write that fails (disk
+    full, read-only) is exit 2 naming the checkpoint, not exit 3.
     """
+    from fairfix.report.io import write_error
+
+    try:
+        _save_unit(path, name, adapted, history, key=key, config=config)
+    except Exception as exc:
+        failed = write_error(path, exc)
+        if failed is not None:
+            raise failed from exc
+        raise
+
+
+def _save_unit(path: Path, name: str, adapted: np.ndarray, history: dict[str, list[float]], *,
+               key: dict[str, str], config: CorrectConfig) -> None:
     import os
 
     from safetensors.torch import save_file
 
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(parents=True, exist_ok=True)  # under .OUT.checkpoint/, whose folder was checked before any work
     tmp = path / f".{name}.safetensors.tmp"
     save_file({"adapted": torch.from_numpy(np.ascontiguousarray(adapted, dtype=np.int64))}, str(tmp))
     os.replace(tmp, path / f"{name}.safetensors")

@@ -31,6 +31,7 @@ from fairfix import errors
 from fairfix.correct.fairnet import CorrectConfig, fit_fairnet, group_codes, minority_codes
 from fairfix.correct.gating import lora_layers
 from fairfix.correct.stacking import Stage, stacked_forward
+from fairfix.data.frames import SOURCE, source_name
 from fairfix.models.base import Model
 
 
@@ -201,7 +202,8 @@ def correct_many(
     if len(dcfgs) == 1:
         dcfgs = dcfgs * len(groups)
     minority = dict(minority or {})
-    frame, y_all = training_frame(data, model, label=label, groups=groups, input_format=input_format)
+    frame, y_all = training_frame(data, model, label=label, groups=groups, input_format=input_format,
+                                  full=[g for g, d in zip(groups, dcfgs, strict=True) if d.mode == "full"])
     codes = {g: group_codes(list(group_values(frame, g)[0]))[0] for g in groups}
     # stratified by the label and the first attribute: the split `fairfix correct --group FIRST` draws, so a
     # model trained off its validation rows stays off them whatever the other attributes' labels
@@ -209,6 +211,8 @@ def correct_many(
     split = None if config.val_fraction is None else split_rows(len(frame), config.val_fraction, strata, config.seed)
     fit_frame = frame if split is None else frame.iloc[split[0]].reset_index(drop=True)
     judge_frame = frame if split is None else frame.iloc[split[1]].reset_index(drop=True)
+    judge_frame.attrs = {**judge_frame.attrs, SOURCE: (f"validation split of {source_name(frame)}" if split is not None
+                                                       else source_name(frame))}  # audits name it
     inputs = model.encode(frame)
 
     attributes: list[Attribute] = []

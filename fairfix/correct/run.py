@@ -17,6 +17,7 @@ from fairfix.correct.fairnet import (
     group_codes,
     minority_codes,
 )
+from fairfix.data.frames import SOURCE, source_name
 from fairfix.models.base import Model
 
 
@@ -44,12 +45,14 @@ def detector_summary(corrected: CorrectedModel, frame: Any, group: str) -> dict[
     }
 
 
-def training_frame(data: Any, model: Model, *, label: str, groups: Sequence[str], input_format: str | None
-                   ) -> tuple[Any, np.ndarray]:
+def training_frame(data: Any, model: Model, *, label: str, groups: Sequence[str], input_format: str | None,
+                   full: Sequence[str] = ()) -> tuple[Any, np.ndarray]:
     """The training table (a pandas frame) and its labels as class indices, checked against ``model``.
 
     Exit-2 errors name the missing ``--label``/``--group`` column, the model's missing input
-    column, an empty label or a label value that is not a class of the model.
+    column, an empty label or a label value that is not a class of the model, and a group
+    column of ``full`` (detector mode full) with an empty cell: file, count and first row
+    of the whole table, before any work.
     """
     from fairfix.data.frames import read_frame
     from fairfix.data.labels import encode_labels
@@ -67,6 +70,13 @@ def training_frame(data: Any, model: Model, *, label: str, groups: Sequence[str]
     if unknown:
         raise errors.DataError(f"label value {unknown[0]!r} in {label!r} is not a class of the model "
                                f"(classes: {', '.join(map(repr, model.classes))})")
+    for col in full:
+        empty = np.flatnonzero(frame[col].isna().to_numpy())
+        if len(empty):
+            name = str(data) if isinstance(data, str | Path) else "<DataFrame>"
+            raise errors.DataError(f"{name}: group column {col!r} has {len(empty)} missing value(s) (first at row "
+                                   f"{empty[0] + 1}); --mode full needs a value in every row (use --mode partial "
+                                   "or auto: rows with an empty cell then train nothing but are still scored)")
     return frame, encode_labels(frame[label], model.classes)
 
 
@@ -109,7 +119,8 @@ def correct(
     from fairfix.report.compare import build_compare
 
     config = config or CorrectConfig()
-    frame, y_all = training_frame(data, model, label=label, groups=[group], input_format=input_format)
+    full = [group] if detector is None and detector_config is not None and detector_config.mode == "full" else []
+    frame, y_all = training_frame(data, model, label=label, groups=[group], input_format=input_format, full=full)
     gvals, distinct = group_values(frame, group)
     g_codes, _ = group_codes(list(gvals))
     strata = g_codes * len(model.classes) + y_all
@@ -150,14 +161,28 @@ def correct(
         eval_frame = frame.iloc[held["rows"]].reset_index(drop=True)
         eval_name = ("validation split" if split is not None
                      else f"out-of-fold predictions on DATA ({config.folds} folds)")
-        before = _audit_classes(eval_frame, held["base_pred"], model, label, group)
-        after = _audit_classes(eval_frame, held["pred"], model, label, group)
+        eval_frame.attrs = {**eval_frame.attrs, SOURCE: f"{eval_name} of {source_name(frame)}"}  # audits name it
+        classes: tuple[Any, Any] | None = (held["base_pred"], held["pred"])
     else:
         eval_frame = read_frame(eval_data, None, input_format)
         eval_name = (str(eval_data) if isinstance(eval_data, str | Path)
                      else f"<in-memory table of {len(eval_frame)} rows>")
-        before = fairfix.audit(eval_frame, label=label, group=[group], model=model, bootstrap=0).to_dict()
-        after = fairfix.audit(eval_frame, label=label, group=[group], model=corrected, bootstrap=0).to_dict()
+        classes = None
+    # Rows whose group cell is empty (partial labels) cannot be placed in a group: the before/after
+    # audits leave them out and say how many, as the several-attribute correction does.
+    known = eval_frame[group].notna().to_numpy()
+    if not known.any():
+        raise errors.DataError(f"{eval_name}: group column {group!r} is empty in every row; "
+                               "the before/after audits need rows with a group")
+    if not known.all():
+        eval_name += f" ({int((~known).sum())} row(s) with an empty {group!r} cell left out)"
+    audited = eval_frame[known]
+    if classes is not None:
+        before = _audit_classes(audited, classes[0][known], model, label, group)
+        after = _audit_classes(audited, classes[1][known], model, label, group)
+    else:
+        before = fairfix.audit(audited, label=label, group=[group], model=model, bootstrap=0).to_dict()
+        after = fairfix.audit(audited, label=label, group=[group], model=corrected, bootstrap=0).to_dict()
     det = detector_summary(corrected, eval_frame, group)
     record["warnings"] = memorised_rows(model, data, frame, y_all, eval_frame if eval_data is not None else None,
                                         label)

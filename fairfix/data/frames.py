@@ -108,4 +108,25 @@ def read_frame(data: Any, columns: list[str] | None = None, input_format: str | 
             raise errors.DataError(f"{table.name}: has a header but no rows")
     if result.num_rows == 0:
         raise errors.DataError(f"{table.name}: has a header but no rows")
-    return result.to_pandas()
+    frame = result.to_pandas()
+    frame.attrs[SOURCE] = table.name  # pandas carries it through row and column selections
+    return frame
+
+
+#: Key of ``DataFrame.attrs`` naming the file a frame was read from (errors found later name it).
+SOURCE = "fairfix_source"
+
+
+def source_name(frame: Any) -> str:
+    """The file ``frame`` was read from (``read_frame``), else ``<DataFrame>``."""
+    return str(getattr(frame, "attrs", {}).get(SOURCE) or "<DataFrame>")
+
+
+def not_numeric(frame: Any, column: str) -> errors.DataError:
+    """Exit 2 naming the file, the column and its first value that is not a number."""
+    import pandas as pd
+
+    values = frame[column]
+    bad = values[pd.to_numeric(values, errors="coerce").isna() & values.notna()]
+    value = str(bad.iloc[0]) if len(bad) else "?"
+    return errors.DataError(errors.NOT_NUMERIC.format(path=source_name(frame), column=column, value=value[:80]))

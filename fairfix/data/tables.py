@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -324,6 +325,13 @@ def _read_ahead(batches: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         worker.join(timeout=5)
 
 
+#: pyarrow's message for a CSV cell that does not parse as the column's type, e.g.
+#: ``In CSV column #3: Row #2: CSV conversion error to double: invalid value 'abc'``.
+_CSV_CONVERSION = re.compile(
+    r"In CSV column #(?P<index>\d+): (?:Row #\d+: )?CSV conversion error to \w+: invalid value '(?P<value>.*)'"
+)
+
+
 def _wrap_arrow(table: Table, fn, stop: bool = False):
     """Run a pyarrow call, turning its parse errors into one-line DataErrors."""
     try:
@@ -334,6 +342,12 @@ def _wrap_arrow(table: Table, fn, stop: bool = False):
         raise
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split())
+        bad = _CSV_CONVERSION.search(reason)
+        if bad is not None and int(bad["index"]) < len(table.columns):  # name the column, not its position
+            column = table.columns[int(bad["index"])]
+            raise errors.DataError(
+                errors.NOT_NUMERIC.format(path=table.name, column=column, value=bad["value"][:80])
+            ) from exc
         if len(reason) > 300:
             reason = reason[:300] + "..."
         raise errors.DataError(
@@ -445,7 +459,9 @@ def open_table(data: Any, input_format: str | None = None) -> Table:
         return Table("<Table>", "table", data.column_names, data.num_rows, data)
     if type(data).__name__ == "DataFrame" and hasattr(data, "columns"):
         tbl = pa.Table.from_pandas(data, preserve_index=False)
-        return Table("<DataFrame>", "table", tbl.column_names, tbl.num_rows, tbl)
+        # a frame fairfix read keeps its file's name (data.frames.SOURCE); its rows are not the file's
+        name = str(getattr(data, "attrs", {}).get("fairfix_source") or "<DataFrame>")
+        return Table(name, "table", tbl.column_names, tbl.num_rows, tbl, row_numbers=name == "<DataFrame>")
     path = os.fspath(data)
     fmt = infer_format(path, input_format)
     name = "<stdin>" if path == "-" else path

@@ -118,7 +118,7 @@ class Detector:
 def load_detector(path: str | Path, model: Any = None) -> Detector:
     """Load a detector directory; refuse it when ``model`` is not the base it was trained on."""
     from fairfix.artifacts import member, read_manifest
-    from fairfix.models.base import check_state_dict, load_safetensors
+    from fairfix.models.base import build_checked, check_state_dict, load_safetensors
 
     p = Path(path)
     if not p.exists():
@@ -141,8 +141,9 @@ def load_detector(path: str | Path, model: Any = None) -> Detector:
     if unknown:
         raise errors.ModelError(f"{mf}: unknown key {unknown[0]!r} in 'detector'")
     try:
-        module = BiasDetector(int(d["dim"]), int(d["hidden"]), bool(d["sequence"]),
-                              float(manifest["config"].get("dropout", 0.1)))
+        dims = (int(d["dim"]), int(d["hidden"]), bool(d["sequence"]), float(manifest["config"].get("dropout", 0.1)))
+        if dims[0] < 1 or dims[1] < 0:
+            raise ValueError(f"dim {dims[0]}, hidden {dims[1]}")
         cfg = DetectorConfig(**manifest["config"])
         fields = (str(d["layer"]), d["group_column"], list(d["minority"]), str(d["mode"]), float(d["tau"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -151,6 +152,8 @@ def load_detector(path: str | Path, model: Any = None) -> Detector:
         raise errors.ModelError(f"{mf}: bad detector config ({exc})") from exc
     if WEIGHTS not in manifest["files"]:
         raise errors.ModelError(f"{p / WEIGHTS}: not listed in {mf}")
+    # sizes from the manifest are checked against the weights' header before torch allocates them
+    module = build_checked(lambda: BiasDetector(*dims), member(p, WEIGHTS), str(p / WEIGHTS))
     state = load_safetensors(member(p, WEIGHTS))
     check_state_dict(module, state, str(p / WEIGHTS))
     module.load_state_dict(state)

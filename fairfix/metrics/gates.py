@@ -95,13 +95,15 @@ def evaluate(
     intervals: Mapping[str, tuple[float | None, float | None]] | None = None,
     small_groups: Iterable[str] = (),
     depends_on_groups: bool = True,
+    n_groups: int | None = None,
 ) -> GateResult:
     """Evaluate ``gate`` and decide whether a pass is backed by enough evidence.
 
     A gate that does not trip is marked ``insufficient_evidence`` when the value is
     undefined, when a group it depends on is smaller than ``--min-group-size``
-    (``small_groups`` names them), or when the metric's confidence interval
-    reaches across the threshold.
+    (``small_groups`` names them), when the metric compares groups and there are
+    fewer than two (``n_groups``: a gap over one group is 0 by construction), or when
+    the metric's confidence interval reaches across the threshold.
     """
     value = values.get(gate.metric)
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -113,6 +115,9 @@ def evaluate(
     reasons: list[str] = []
     if not tripped:
         small = list(small_groups) if depends_on_groups else []
+        if depends_on_groups and n_groups is not None and n_groups < 2:
+            reasons.append(f"{n_groups} group(s) only: {gate.metric} compares groups, so one group is no "
+                           "evidence of fairness")
         if small:
             reasons.append("groups below --min-group-size: " + "; ".join(small))
         if intervals and gate.metric in intervals:

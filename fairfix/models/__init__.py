@@ -126,6 +126,13 @@ def _bundle_base(p: Path, ref: dict[str, Any], base_path: str | Path | None) -> 
         raise errors.ModelError(f"{p}: the bundle does not say where its base model is; pass --base PATH")
     if not bp.is_absolute() and not bp.exists() and (p.parent / bp).exists():
         bp = p.parent / bp
+    from fairfix.artifacts import bundle_base_path
+
+    if bundle_base_path(bp) is not None:  # a bundle over a bundle (or over itself) would recurse without end
+        raise errors.ModelError(
+            f"{p}: its base model {bp} is itself a FairNet bundle; a bundle's base must be a model "
+            "(was the base overwritten by `correct --out BASE --force`?)"
+        )
     base = load_model(bp)
     if ref.get("sha256") and base.digest != ref["sha256"]:
         raise errors.ModelError(

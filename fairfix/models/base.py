@@ -11,17 +11,19 @@ and any torch module built by a user factory.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from fairfix import errors
+
+M = TypeVar("M", bound=nn.Module)
 
 
 @dataclass
@@ -241,8 +243,11 @@ class Model(ABC):
                 "classes": self.classes, "positive": self.positive}
 
 
-def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Refuse a state dict whose keys or shapes do not match ``module`` (one line naming them)."""
+def check_state_dict(module: nn.Module, state: dict[str, Any], source: str) -> None:
+    """Refuse a state dict whose keys or shapes do not match ``module`` (one line naming them).
+
+    ``state`` maps names to tensors, or to shapes (tuples) as :func:`safetensors_shapes` reads them.
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -255,10 +260,50 @@ def check_state_dict(module: nn.Module, state: dict[str, torch.Tensor], source: 
             f"{source}: checkpoint has {len(unexpected)} tensor(s) the model does not, e.g. {unexpected[0]!r}"
         )
     for k, v in own.items():
-        if tuple(state[k].shape) != tuple(v.shape):
+        theirs = tuple(state[k]) if isinstance(state[k], tuple) else tuple(state[k].shape)
+        if theirs != tuple(v.shape):
             raise errors.ModelError(
-                f"{source}: tensor {k!r} has shape {tuple(state[k].shape)}, the model expects {tuple(v.shape)}"
+                f"{source}: tensor {k!r} has shape {theirs}, the model expects {tuple(v.shape)}"
             )
+
+
+#: The largest safetensors header fairfix reads (the format's own limit is 100 MB).
+_MAX_HEADER = 100 << 20
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors file's header, without reading (or allocating) a tensor."""
+    import json
+    import struct
+
+    if not path.is_file():
+        raise errors.ModelError(f"{path}: no such weights file")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size - 8, _MAX_HEADER):
+                raise ValueError(f"header length {n} exceeds the file")
+            header = json.loads(fh.read(n))
+        return {k: tuple(int(d) for d in v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise errors.ModelError(f"{path}: not a readable safetensors file ({' '.join(str(exc).split())})") from exc
+
+
+def build_checked(build: Callable[[], M], weights: Path, source: str) -> M:
+    """``build()`` a module whose sizes come from a manifest, only once they match ``weights``' header.
+
+    The module is first built on torch's meta device (no memory), its shapes compared with the
+    safetensors header; only then is it built for real.  A manifest that claims huge layers
+    (``"hidden": [100000, 100000]``) is refused in one line instead of asking torch for 40 GB.
+    """
+    with torch.device("meta"):
+        shell = build()
+    check_state_dict(shell, safetensors_shapes(weights), source)
+    return build()
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:

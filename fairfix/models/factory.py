@@ -145,9 +145,9 @@ def numeric_matrix(frame: Any, features: Sequence[str]) -> np.ndarray:
         try:
             x = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError) as exc:
-            raise errors.DataError(
-                f"column {col!r}: the model expects numbers ({' '.join(str(exc).split())})"
-            ) from exc
+            from fairfix.data.frames import not_numeric
+
+            raise not_numeric(frame, col) from exc
         bad = ~np.isfinite(x)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])

@@ -20,7 +20,7 @@ from torch import nn
 
 from fairfix import errors
 from fairfix.data.labels import encode_labels
-from fairfix.models.base import Model, check_state_dict, load_safetensors
+from fairfix.models.base import Model, build_checked, check_state_dict, load_safetensors
 from fairfix.models.erm import ErmConfig, erm_fit, split_rows
 
 WEIGHTS = "model.safetensors"
@@ -69,8 +69,12 @@ class Preprocessor:
                 pre.vocabularies.append(sorted(top, key=str))
         return pre
 
-    def transform(self, frame: Any) -> np.ndarray:
-        """Encode a DataFrame holding (at least) the input columns."""
+    def transform(self, frame: Any, filled: dict[str, int] | None = None) -> np.ndarray:
+        """Encode a DataFrame holding (at least) the input columns.
+
+        A missing numeric value becomes the training mean; ``filled`` (when given) counts
+        them per column, so that the CLI can say so instead of filling silently.
+        """
         import pandas as pd
 
         n = len(frame)
@@ -79,8 +83,13 @@ class Preprocessor:
             try:
                 x = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
             except (TypeError, ValueError) as exc:
-                raise errors.DataError(f"column {col!r}: the model expects numbers ({exc})") from exc
-            x = np.where(np.isnan(x), m, x)
+                from fairfix.data.frames import not_numeric
+
+                raise not_numeric(frame, col) from exc
+            missing = np.isnan(x)
+            if filled is not None and missing.any():
+                filled[col] = filled.get(col, 0) + int(missing.sum())
+            x = np.where(missing, m, x)
             out[:, j] = (x - m) / s
         offset = len(self.numeric)
         for col, vocab in zip(self.categorical, self.vocabularies, strict=True):
@@ -165,10 +174,11 @@ class TabularModel(Model):
         super().__init__(module, classes, positive, pre.columns, **kw)
         self.pre = pre
         self.numeric_columns = list(pre.numeric)
+        self.missing_filled: dict[str, int] = {}  # numeric cells filled with the training mean, per column
 
     def encode(self, frame: Any) -> dict[str, torch.Tensor]:
-        """``{"x": (B, F) float32}`` from raw rows."""
-        return {"x": torch.from_numpy(self.pre.transform(frame))}
+        """``{"x": (B, F) float32}`` from raw rows (counting missing numeric cells in ``missing_filled``)."""
+        return {"x": torch.from_numpy(self.pre.transform(frame, self.missing_filled))}
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``(B, C)``."""
@@ -204,12 +214,18 @@ def load_tabular(path: Path, manifest: dict[str, Any]) -> TabularModel:
     try:
         arch = manifest["architecture"]
         pre = Preprocessor(**manifest["preprocessing"])
-        module = TabularMLP(arch["n_in"], arch["hidden"], arch["n_classes"], arch.get("dropout", 0.0))
+        n_in, hidden, n_classes = int(arch["n_in"]), [int(h) for h in arch["hidden"]], int(arch["n_classes"])
+        dropout = float(arch.get("dropout", 0.0))
+        if min([n_in, n_classes, *hidden]) < 1:
+            raise ValueError("layer widths must be >= 1")
         classes, positive = manifest["classes"], manifest.get("positive")
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.ModelError(f"{path}: manifest does not describe a tabular model ({exc})") from exc
-    if pre.width != arch["n_in"]:
-        raise errors.ModelError(f"{path}: preprocessing width {pre.width} != model input {arch['n_in']}")
+    if pre.width != n_in:
+        raise errors.ModelError(f"{path}: preprocessing width {pre.width} != model input {n_in}")
+    # sizes from the manifest are checked against the weights' header before torch allocates them
+    module = build_checked(lambda: TabularMLP(n_in, hidden, n_classes, dropout), path / WEIGHTS,
+                           str(path / WEIGHTS))
     state = load_safetensors(path / WEIGHTS)
     check_state_dict(module, state, str(path / WEIGHTS))
     module.load_state_dict(state)

@@ -70,6 +70,13 @@ def load_audit(path: str | Path, option: str = "--baseline") -> dict[str, Any]:
     return doc
 
 
+def check_label(baseline: dict[str, Any], label: str, source: str) -> None:
+    """Refuse a baseline audit of another label (DataError naming the file), before any data is read."""
+    if baseline.get("label") != label:
+        raise errors.DataError(f"--baseline {source}: the audits are of different labels: "
+                               f"{baseline.get('label')!r} vs {label!r}; compare two audits of the same label")
+
+
 def evaluate_against(baseline: dict[str, Any], audit: dict[str, Any], exprs: Sequence[str],
                      source: str) -> tuple[list[GateResult], dict[str, Any]]:
     """Evaluate ``exprs`` on ``audit`` against ``baseline``; return the gates and the JSON ``baseline`` key.
@@ -89,4 +96,6 @@ def evaluate_against(baseline: dict[str, Any], audit: dict[str, Any], exprs: Seq
                         g["insufficient_evidence"], list(g.get("reasons") or [])) for g in doc["gates"]]
     info = {"source": source, "summary": baseline["summary"], "summary_ci": baseline.get("summary_ci") or {},
             "delta": doc["delta"]}
+    if doc.get("warnings"):
+        info["warnings"] = doc["warnings"]
     return gates, info

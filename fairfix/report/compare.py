@@ -11,7 +11,7 @@ from typing import Any
 from fairfix import __version__, errors
 from fairfix.metrics.gates import evaluate, parse_gate
 from fairfix.metrics.rates import SUMMARY_METRICS
-from fairfix.report.render import SUMMARY_LABELS, Format, fmt_num
+from fairfix.report.render import SUMMARY_LABELS, Format, fmt_num, md_text, rich_text
 
 SCHEMA = "fairfix.compare/1"
 GROUP_KEYS = ("accuracy", "tpr", "fpr", "selection_rate")
@@ -44,6 +44,10 @@ def build_compare(before: dict[str, Any], after: dict[str, Any], *, fail_on: Seq
         raise errors.DataError(
             f"the audits group by different columns: {before.get('group_columns')} vs {after.get('group_columns')}"
         )
+    if before.get("label") != after.get("label"):
+        raise errors.DataError(f"the audits are of different labels: {before.get('label')!r} vs "
+                               f"{after.get('label')!r}; compare two audits of the same label")
+    warnings = mismatches(before, after)
     gates = [parse_gate(e, gate_metrics()) for e in fail_on]
     delta = {k: _delta(before["summary"].get(k), after["summary"].get(k)) for k in SUMMARY_METRICS}
     after_groups = {json.dumps(g["group"], sort_keys=True): g for g in after["groups"]}
@@ -57,7 +61,8 @@ def build_compare(before: dict[str, Any], after: dict[str, Any], *, fail_on: Seq
     values.update({f"before.{k}": before["summary"].get(k) for k in SUMMARY_METRICS})
     values.update({f"after.{k}": after["summary"].get(k) for k in SUMMARY_METRICS})
     small = [", ".join(f"{k}={v}" for k, v in g["group"].items()) for g in after["groups"] if g.get("small")]
-    results = [evaluate(g, values, small_groups=small).to_dict() for g in gates]
+    n_groups = min(len(before["groups"]), len(after["groups"]))
+    results = [evaluate(g, values, small_groups=small, n_groups=n_groups).to_dict() for g in gates]
     return {
         "schema": SCHEMA,
         "fairfix_version": __version__,
@@ -68,8 +73,35 @@ def build_compare(before: dict[str, Any], after: dict[str, Any], *, fail_on: Seq
         "detector": detector,
         "tau": tau,
         **(extra or {}),
+        **({"warnings": warnings} if warnings else {}),
         "gates": results,
     }
+
+
+def mismatches(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What makes two audits of the same label and group columns hard to compare, one line each.
+
+    Other rows (row count or source file), another positive label, or other groups (values
+    present in one audit only): the deltas then mix a change of model with a change of data.
+    """
+    out: list[str] = []
+    src_b = (before.get("settings") or {}).get("source")
+    src_a = (after.get("settings") or {}).get("source")
+    if before.get("n") != after.get("n") or (src_b and src_a and src_b != src_a):
+        where = f"; sources {src_b} vs {src_a}" if src_b and src_a and src_b != src_a else ""
+        out.append(f"the audits evaluated different rows ({before.get('n')} vs {after.get('n')} rows{where}): "
+                   "deltas mix the change of model with a change of data")
+    if before.get("positive_label") != after.get("positive_label"):
+        out.append(f"the audits use different positive labels ({before.get('positive_label')!r} vs "
+                   f"{after.get('positive_label')!r}): rates such as TPR are not comparable")
+    names_b = {_group_name(g["group"]) for g in before.get("groups") or []}
+    names_a = {_group_name(g["group"]) for g in after.get("groups") or []}
+    if names_b != names_a:
+        only_b, only_a = sorted(names_b - names_a), sorted(names_a - names_b)
+        parts = [f"only in BEFORE: {', '.join(map(repr, only_b[:3]))}" if only_b else "",
+                 f"only in AFTER: {', '.join(map(repr, only_a[:3]))}" if only_a else ""]
+        out.append("the audits have different groups (" + "; ".join(p for p in parts if p) + ")")
+    return out
 
 
 def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -143,15 +175,16 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         for g in doc["groups"]:
             cells = [f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
                      for k in ("accuracy", "tpr", "fpr") if k in g]
-            lines.append(f"| {_group_name(g['group'])} | {g['n']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {md_text(_group_name(g['group']))} | {g['n']} | " + " | ".join(cells) + " |")
         if doc.get("attributes"):
             lines += ["", "| attribute | accuracy | worst-group accuracy | detector TPR / FPR | activation | adapter |",
                       "|---|---|---|---|---|---|"]
-            lines += ["| " + " | ".join(row) + " |" for row in _attribute_rows(doc)]
+            lines += ["| " + " | ".join([md_text(row[0]), *row[1:]]) + " |" for row in _attribute_rows(doc)]
         corr = doc.get("correction")
         if corr:
+            corrected = md_text(", ".join(map(str, corr.get("corrected_groups") or [])))
             lines += ["", "| groups corrected | gate | anchors | hinge open | adapter |", "|---|---|---|---|---|",
-                      f"| {', '.join(corr.get('corrected_groups') or [])} | {doc.get('gate') or '-'} | "
+                      f"| {corrected} | {doc.get('gate') or '-'} | "
                       f"{corr.get('anchors', '-')} | {fmt_num(corr.get('hinge_open_share'))} | "
                       f"{'on' if doc.get('adapter_enabled') else 'off'} |"]
         evidence = _evidence_row(doc)
@@ -168,12 +201,12 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         t.add_row(*row)
     console.print(t)
     gt = Table(title="per group", title_justify="left")
-    gt.add_column("group")
+    gt.add_column("group", overflow="fold")  # long group names wrap, never cut (as in `audit`)
     gt.add_column("n", justify="right")
     for k in ("accuracy", "TPR", "FPR"):
         gt.add_column(k, justify="right")
     for g in doc["groups"]:
-        gt.add_row(_group_name(g["group"]), str(g["n"]),
+        gt.add_row(rich_text(_group_name(g["group"])), str(g["n"]),
                    *[f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
                      for k in ("accuracy", "tpr", "fpr") if k in g])
     console.print(gt)
@@ -181,9 +214,10 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         at = Table(title="per attribute (in fit order); the summary above is over their intersection",
                    title_justify="left")
         for c in ("attribute", "accuracy", "worst-group accuracy", "detector TPR / FPR", "activation", "adapter"):
-            at.add_column(c, justify="left" if c == "attribute" else "right")
+            at.add_column(c, justify="left" if c == "attribute" else "right",
+                          overflow="fold" if c == "attribute" else "ellipsis")
         for cells in _attribute_rows(doc):
-            at.add_row(*cells)
+            at.add_row(rich_text(cells[0]), *cells[1:])
         console.print(at)
     det = doc.get("detector")
     if det:
@@ -191,14 +225,15 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         for c in ("TPR", "FPR", "activation rate", "by group"):
             dt.add_column(c, justify="right")
         by = ", ".join(f"{k}: {fmt_num(v)}" for k, v in (det.get("activation_rate_by_group") or {}).items())
-        dt.add_row(fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")), by)
+        dt.add_row(fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")),
+                   rich_text(by))
         console.print(dt)
     corr = doc.get("correction")
     if corr:
         ct = Table(title="correction", title_justify="left")
         for c in ("groups corrected", "gate", "anchors", "hinge open", "adapter"):
             ct.add_column(c, justify="right")
-        ct.add_row(", ".join(corr.get("corrected_groups") or []), str(doc.get("gate") or "-"),
+        ct.add_row(rich_text(", ".join(map(str, corr.get("corrected_groups") or []))), str(doc.get("gate") or "-"),
                    str(corr.get("anchors", "-")), fmt_num(corr.get("hinge_open_share")),
                    "on" if doc.get("adapter_enabled") else "off")
         console.print(ct)
@@ -212,5 +247,5 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
     for gr in doc.get("gates", []):
         state = "TRIPPED" if gr["tripped"] else ("passed (insufficient evidence)" if gr["insufficient_evidence"]
                                                  else "passed")
-        console.print(f"gate {gr['expr']}: {fmt_num(gr['value'])} {state}")
+        console.print(rich_text(f"gate {gr['expr']}: {fmt_num(gr['value'])} {state}"))
     return ""

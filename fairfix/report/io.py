@@ -41,10 +41,41 @@ def check_writable(path: str | os.PathLike[str], force: bool = False, inputs: It
         if not stat.S_ISREG(os.lstat(p).st_mode):
             kind = "a symlink" if p.is_symlink() else "not a regular file"
             raise errors.UsageError(f"{p}: is {kind}; --force replaces only regular files")
+    check_folder(p)
+    return p
+
+
+def check_folder(path: str | os.PathLike[str]) -> None:
+    """Fail before any work when the folder that will hold ``path`` is missing or cannot be written.
+
+    One rule for every command: the folder must exist (fairfix creates no folders on
+    the way to an output), and a file must be creatable in it (a read-only folder or
+    file system is exit 2 now, not after the work).
+    """
+    p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise errors.UsageError(f"{p}: folder {parent} does not exist")
-    return p
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise errors.UsageError(errors.OUTPUT_UNWRITABLE.format(path=p, reason=exc.strerror or exc)) from exc
+
+
+def write_error(path: str | os.PathLike[str], exc: BaseException) -> errors.UsageError | None:
+    """The exit-2 error for a failed write of ``path`` (disk full, read-only, ...), or None if ``exc`` is another.
+
+    OSError (from Python, pyarrow) and safetensors' SafetensorError (it wraps the I/O error) count.
+    """
+    if isinstance(exc, OSError):
+        reason: Any = exc.strerror or exc
+    elif type(exc).__name__ == "SafetensorError":
+        reason = " ".join(str(exc).split())
+    else:
+        return None
+    return errors.UsageError(errors.OUTPUT_UNWRITABLE.format(path=path, reason=reason))
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, force: bool = False) -> None:

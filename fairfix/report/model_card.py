@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fairfix import __version__, errors
-from fairfix.report.render import SUMMARY_LABELS, fmt_num
+from fairfix.report.render import SUMMARY_LABELS, fmt_num, md_code, md_text
 
 BEGIN = "<!-- fairfix:fairness:begin -->"
 END = "<!-- fairfix:fairness:end -->"
@@ -48,7 +48,7 @@ def _interval(ci: Any) -> str:
 
 
 def _cell(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    return md_text(s)  # HTML-escaped as the HTML report is: no <script>, no second fairfix marker
 
 
 def _group_name(group: Mapping[str, Any]) -> str:
@@ -70,7 +70,9 @@ def _audit_tables(audit: Mapping[str, Any], level: str = "###") -> list[str]:
         lines += [f"Values with {ci:.0%} percentile-bootstrap intervals ({boot} resamples from the confusion "
                   "counts); groups under the minimum size are marked *small*.", ""]
     else:
-        lines += ["No intervals: the audit ran with `--bootstrap 0`.", ""]
+        # said as it is: correct's before/after audits are point figures, nobody passed --bootstrap 0
+        lines += ["No intervals: this audit has no bootstrap resamples (`fairfix audit --bootstrap N` gives "
+                  "them; the before/after audits of `fairfix correct` are point figures).", ""]
     metrics = GROUP_METRICS if binary else (("accuracy", "accuracy"),)
     lines += ["| group | n | " + " | ".join(label for _, label in metrics) + " |",
               "|---|---|" + "---|" * len(metrics)]
@@ -87,7 +89,7 @@ def _audit_tables(audit: Mapping[str, Any], level: str = "###") -> list[str]:
     worst = summary.get("worst_group")
     if worst:
         lines += ["", f"Worst (group, label) cell: {_cell(_group_name(worst['group']))}, label "
-                      f"`{_cell(worst['label'])}`."]
+                      f"{md_code(worst['label'])}."]
     return lines
 
 
@@ -98,7 +100,8 @@ def _gate_lines(gates: Any, level: str = "###") -> list[str]:
     for g in gates:
         word = ("TRIPPED" if g.get("tripped") else
                 "passed (insufficient evidence)" if g.get("insufficient_evidence") else "passed")
-        lines.append(f"| `{_cell(g['expr'])}` | {_num(g.get('value'))} | {word} |")
+        # a gate is METRIC OP NUMBER (parsed, so no markup); only a '|' could break the table
+        lines.append(f"| `{str(g['expr']).replace('|', '')}` | {_num(g.get('value'))} | {word} |")
     return lines
 
 
@@ -106,12 +109,12 @@ def fairness_section(doc: Mapping[str, Any]) -> str:
     """The Markdown between the markers (without them), for an audit or a comparison."""
     audit = _audit_of(doc)
     settings = audit.get("settings") or {}
-    cols = ", ".join(f"`{c}`" for c in audit.get("group_columns") or [])
+    cols = ", ".join(md_code(c) for c in audit.get("group_columns") or [])
     lines = ["## Fairness audit", "",
              f"Audited with [fairfix](https://pypi.org/project/fairfix/) {__version__} on "
-             f"`{_cell(settings.get('source') or doc.get('evaluated_on') or 'the evaluation data')}` "
-             f"({audit.get('n')} rows), groups by {cols}; label `{_cell(audit.get('label'))}`"
-             + (f", positive label `{_cell(audit.get('positive_label'))}`." if audit.get("positive_label") is not None
+             f"{md_code(settings.get('source') or doc.get('evaluated_on') or 'the evaluation data')} "
+             f"({audit.get('n')} rows), groups by {cols}; label {md_code(audit.get('label'))}"
+             + (f", positive label {md_code(audit.get('positive_label'))}." if audit.get("positive_label") is not None
                 else "."), ""]
     if doc.get("schema") == "fairfix.compare/1":
         lines += ["The figures below are the corrected model's (FairNet bundle); the base model's are in the "

@@ -8,6 +8,7 @@ Rich console.  Rich is imported only when a table is drawn.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import math
@@ -42,6 +43,43 @@ SUMMARY_LABELS = {
 }
 # For each per-group column of the table: which direction is "worse" (highlighted).
 _WORSE = {"accuracy": min, "tpr": min, "fpr": max, "selection_rate": None}
+
+
+#: C0 and C1 control characters (ANSI escapes start with ESC, 0x1b), shown as ``\xNN``.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+def printable(value: Any) -> str:
+    """Data text for a terminal: control characters (an ANSI escape, a newline) shown as xNN escapes, never raw."""
+    return str(value).translate(_CONTROL)
+
+
+def rich_text(value: Any, style: str = "") -> Any:
+    """Data text as a Rich ``Text``: never parsed as markup (``[red]Amer`` prints as written), controls shown."""
+    from rich.text import Text
+
+    return Text(printable(value), style=style)
+
+
+def md_text(value: Any) -> str:
+    """Data text for Markdown: HTML-escaped as the HTML report does, ``|`` escaped, controls shown.
+
+    ``<script>``, ``"><img onerror=...>`` and ``<!-- fairfix:fairness:end -->`` stay text
+    (and a model card's markers stay the only ones).
+    """
+    return html.escape(printable(value), quote=True).replace("|", "\\|")
+
+
+def md_code(value: Any) -> str:
+    """Data text as a Markdown code span, backticks included.
+
+    Text a code span cannot hold safely (``<``, ``>``, ``&``, quotes, a backtick, ``|``)
+    is written escaped by :func:`md_text` instead.
+    """
+    text = printable(value)
+    if any(c in text for c in "<>&\"'`|"):
+        return md_text(text)
+    return f"`{text}`"
 
 
 def fmt_num(x: Any, digits: int = 3) -> str:
@@ -150,13 +188,13 @@ def _table_cells(report: AuditReport) -> tuple[list[str], list[list[str]], list[
 
 
 def _md_escape(s: str) -> str:
-    return s.replace("|", "\\|")
+    return md_text(s)
 
 
 def to_markdown(report: AuditReport) -> str:
     """Per-group and summary tables in GitHub-flavoured Markdown (worst values in bold)."""
     header, cells, flags = _table_cells(report)
-    lines = [f"### Audit of `{report.label}` by {', '.join(report.counts.group_columns)} "
+    lines = [f"### Audit of {md_code(report.label)} by {md_text(', '.join(report.counts.group_columns))} "
              f"({report.n} rows)", ""]
     lines.append("| " + " | ".join(map(_md_escape, header)) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
@@ -170,7 +208,7 @@ def to_markdown(report: AuditReport) -> str:
     if report.gates:
         lines += ["", "| gate | value | result |", "|---|---|---|"]
         for gr in report.gates:
-            lines.append(f"| `{gr.expr}` | {fmt_num(gr.value)} | {_gate_word(gr)} |")
+            lines.append(f"| `{gr.expr.replace('|', '')}` | {fmt_num(gr.value)} | {_gate_word(gr)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -184,25 +222,27 @@ def print_table(report: AuditReport, console: Any) -> None:
     """Draw the per-group and summary tables on a Rich console (worst values in red)."""
     from rich.table import Table
 
+    # Every text from the data (labels, column names, group values, class names) goes in as a Rich
+    # Text: never parsed as markup, control characters shown (issue 20).
     header, cells, flags = _table_cells(report)
     pos = (f", positive label {report.positive_label!r}" if report.task == "binary" else ", multiclass")
-    t = Table(title=f"{report.label} by {' x '.join(report.counts.group_columns)}: "
-                    f"{report.n} rows{pos}", title_justify="left")
+    t = Table(title=rich_text(f"{report.label} by {' x '.join(report.counts.group_columns)}: "
+                              f"{report.n} rows{pos}"), title_justify="left")
     for i, h in enumerate(header):
         if i < len(report.counts.group_columns):  # fold long group names, never cut them
-            t.add_column(h, justify="left", overflow="fold")
+            t.add_column(rich_text(h), justify="left", overflow="fold")
         else:
-            t.add_column(h, justify="right")
+            t.add_column(rich_text(h), justify="right")
     for row, flag in zip(cells, flags, strict=True):
-        t.add_row(*[f"[bold red]{c}[/]" if f else c for c, f in zip(row, flag, strict=True)])
+        t.add_row(*[rich_text(c, "bold red" if f else "") for c, f in zip(row, flag, strict=True)])
     console.print(t)
     s = Table(title="summary", title_justify="left")
     s.add_column("metric")
-    s.add_column("value", justify="right")
+    s.add_column("value", justify="right", overflow="fold")
     s.add_column("interval", justify="right")
     for name, value, ci in _summary_rows(report):
         style = "bold" if name in ("worst-group accuracy", "equalized odds difference") else ""
-        s.add_row(name, f"[{style}]{value}[/]" if style else value, ci)
+        s.add_row(name, rich_text(value, style), ci)
     console.print(s)
     if report.gates:
         gt = Table(title="gates", title_justify="left")
@@ -211,7 +251,7 @@ def print_table(report: AuditReport, console: Any) -> None:
         gt.add_column("result")
         for gr in report.gates:
             color = "red" if gr.tripped else ("yellow" if gr.insufficient_evidence else "green")
-            gt.add_row(gr.expr, fmt_num(gr.value), f"[{color}]{_gate_word(gr)}[/]")
+            gt.add_row(rich_text(gr.expr), fmt_num(gr.value), rich_text(_gate_word(gr), color))
         console.print(gt)
 
 

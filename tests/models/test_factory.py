@@ -202,7 +202,7 @@ def test_tampered_saved_model_is_refused(mlp, tmp_path):
 
 
 @pytest.mark.parametrize(("column", "values", "message"), [
-    ("b", ["1.5", "x", "2"], "column 'b': the model expects numbers"),
+    ("b", ["1.5", "x", "2"], "<DataFrame>: column 'b' holds 'x', which is not a number"),
     ("c", [1.0, None, 2.0], "column 'c' has 1 empty or non-finite value(s) (first at row 1)"),
 ])
 def test_bad_values_are_data_errors(mlp, column, values, message):
