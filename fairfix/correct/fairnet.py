@@ -249,7 +249,7 @@ def _plan_rows(plan: str, ids: np.ndarray, m: np.ndarray, y: np.ndarray, risk: n
 
     "all": every row, each (group, class) cell alike, every row an anchor; "minority": the
     detector's flagged rows (or the minority's, ``train_on``), class-balanced, the minority's
-    rows anchors.
+    rows anchors (none flagged: no rows, and that adapter stays the base).
     """
     if plan == "all":
         return Rows(ids, m[ids] * n_classes + y[ids], np.ones(len(ids), bool))
@@ -257,9 +257,7 @@ def _plan_rows(plan: str, ids: np.ndarray, m: np.ndarray, y: np.ndarray, risk: n
         rows = ids[m[ids] == 1]
     else:
         rows = ids[risk[ids] > (config.tau if config.tau is not None else detector_tau)]
-    if len(rows) == 0:
-        raise errors.DataError("no training rows for the adapter (no minority / flagged rows)")
-    return Rows(rows, y[rows], m[rows] == 1)
+    return Rows(rows, y[rows], m[rows] == 1)  # may be empty: that adapter stays a no-op
 
 
 def _reference(z: torch.Tensor, y: torch.Tensor, m: torch.Tensor, plan: dict[str, Any], n_classes: int
@@ -367,6 +365,7 @@ def fit_fairnet(
         shutil.rmtree(checkpoint, ignore_errors=True)
     total = len(plans) * len(parts) * budget
     done = [0]
+    kept: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
 
     def classes_of(ids: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -380,6 +379,8 @@ def fit_fairnet(
         out = np.empty((len(budgets), len(config.strengths), len(held)), np.int64)
 
         def on_eval(step: int) -> None:
+            if split is not None:  # a plain split's adapter is the shipped one: keep each candidate's weights
+                kept[(plan_name, step)] = _lora_state(work.module, adapter)
             for j, strength in enumerate(config.strengths):
                 set_strength(work.module, strength, config.alpha, config.rank, adapter)
                 out[budgets.index(step), j] = classes_of(held)
@@ -390,6 +391,12 @@ def fit_fairnet(
             if progress is not None and (step % config.eval_every == 0 or step == budget):
                 progress("adapter", done[0], total, {"loss": loss})
 
+        if len(rows.ids) == 0:  # nothing to train on (no row flagged in these folds): the adapter stays a no-op
+            work.module.load_state_dict(start, strict=False)
+            done[0] += budget
+            for step in budgets:
+                on_eval(step)
+            return out, {"loss": [], "hinge_open_share": []}
         history = train_steps(work, forward, params, start, inputs, y_t, rows, reference, config,
                               steps=budget, seed=config.seed + (0 if split is not None else unit + 1),
                               on_eval=on_eval, on_step=on_step)
@@ -437,12 +444,18 @@ def fit_fairnet(
     history: dict[str, list[float]] = {"loss": [], "hinge_open_share": []}
     if choice is not None:
         steps = int(choice["steps"])
+
         def ship_step(step: int, loss: float) -> None:
             if progress is not None and (step % config.eval_every == 0 or step == steps):
                 progress("adapter (shipped)", step, steps, {"loss": loss})
 
-        history = train_steps(work, forward, params, start, inputs, y_t, rows, reference, config,
-                              steps=steps, seed=config.seed, on_step=ship_step)
+        if (final_plan, steps) in kept:  # the plain split's own adapter at the chosen budget: no second fit
+            work.module.load_state_dict(kept[(final_plan, steps)], strict=False)
+            unit = histories[final_plan][0]
+            history = {k: v[: budgets.index(steps) + 1] for k, v in unit.items()}
+        else:
+            history = train_steps(work, forward, params, start, inputs, y_t, rows, reference, config,
+                                  steps=steps, seed=config.seed, on_step=ship_step)
         set_strength(work.module, choice["strength"], config.alpha, config.rank, adapter)
         peft_model.peft_config[adapter].lora_alpha = config.alpha * choice["strength"]
     else:  # ship a no-op adapter (B = 0), so that even a forced pass cannot apply a rejected update
@@ -456,6 +469,9 @@ def fit_fairnet(
     reasons = [] if enabled else select.why_off(sweep, base_metrics, hinge_start=hinge_start, detector=detector,
                                                 plan=plan, config=config, evidence=evidence_info,
                                                 base_others=base_others)
+    if not enabled and len(rows.ids) == 0:
+        reasons.insert(0, f"no row is flagged by the detector at tau {detector.tau:g}: the adapter had nothing to "
+                          "train on")
     unit_hist = histories[final_plan]
     correction = {
         "groups": final_plan,

@@ -97,6 +97,10 @@ def test_bundle_audits_name_their_eval_file_and_the_card_says_so(made: Path, tmp
     assert doc["before"]["settings"]["source"] == doc["after"]["settings"]["source"] == str(made / "holes.csv")
     res = runner.invoke(app, _correct(made, str(made / "d.csv"), tmp_path / "b2"))
     assert res.exit_code == 0, res.output
+    source = f"out-of-fold predictions on DATA (5 folds) of {made / 'd.csv'}"  # the guard's own rows, named
+    assert json.loads(res.stdout)["after"]["settings"]["source"] == source
+    res = runner.invoke(app, _correct(made, str(made / "d.csv"), tmp_path / "b3", "--val-fraction", "0.2"))
+    assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["after"]["settings"]["source"] == f"validation split of {made / 'd.csv'}"
     card = tmp_path / "README.md"
     res = runner.invoke(app, ["report", str(out), "--model-card", str(card)])

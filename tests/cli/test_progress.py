@@ -68,7 +68,7 @@ def test_stage_progress_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = err.getvalue().splitlines()
     assert len(lines) == 2, lines
     assert re.match(r"^fairfix: detector: 3/3 loss=0\.3333 \(\d+\.\d s\)$", lines[0]), lines
-    assert re.match(r"^fairfix: adapter: 2/2 loss=0\.5000 open=0\.2500 \(\d+\.\d s\)$", lines[1]), lines
+    assert re.match(r"^fairfix: adapter: 2/2 steps loss=0\.5000 open=0\.2500 \(\d+\.\d s\)$", lines[1]), lines
 
 
 def test_epoch_progress_lines_and_quiet(monkeypatch: pytest.MonkeyPatch) -> None:

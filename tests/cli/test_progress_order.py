@@ -82,7 +82,7 @@ def test_an_interrupted_correct_says_how_to_resume(made: Path, tmp_path: Path,
     monkeypatch.setattr("fairfix.correct.run.correct", interrupted)
     res = runner.invoke(app, _correct(made, tmp_path / "b"))
     assert res.exit_code == 130, res.output
-    assert f"completed epochs are kept in {tmp_path / '.b.checkpoint'}: rerun with --resume" in res.stderr
+    assert f"completed folds are kept in {tmp_path / '.b.checkpoint'}: rerun with --resume" in res.stderr
     assert res.stderr.strip().splitlines()[-1] == "fairfix: error: interrupted"
 
 
