@@ -48,41 +48,60 @@ def sweep(adapted: dict[str, np.ndarray], budgets: list[int], config: CorrectCon
     return rows
 
 
+#: A (group, label) cell with fewer held-out rows than this cannot tell a worst-group gain from noise
+#: (its resamples barely vary: one row is right or wrong in every one of them).
+MIN_CELL_ROWS = 10
+
+
 def simultaneous_bounds(right: np.ndarray, base_right: np.ndarray, y: np.ndarray, g: np.ndarray, n_classes: int,
-                        *, level_se: float, resamples: int, seed: int) -> tuple[np.ndarray, int]:
-    """Lower bounds of the worst-group accuracy gain of several candidates, valid for all of them at once.
+                        *, level_se: float, acc_level_se: float, resamples: int, seed: int) -> dict[str, Any]:
+    """Lower bounds of several candidates' worst-group and accuracy gains, valid for all of them at once.
 
     ``right (K, N)``: whether each candidate gets each row right; ``base_right (N,)`` the base's.
-    The rows are resampled within each (group, class) cell (the same resample for every
-    candidate and the base, so their pairing and their correlation are kept); for every
-    resample, each candidate's gain is min over cells of its accuracy minus min over cells of
-    the base's.  The bound of candidate k is its gain minus the Phi(level_se) quantile of the
-    largest overshoot ``max_k (resampled gain_k - gain_k)``: a max-statistic band, so choosing
-    the best of many candidates does not lend the winner its luck (the winner's curse: on
-    labels that are pure noise, the best of 440 settings gained +5 to +10 WGA points out of
-    fold against per-setting bounds).  Returns the bounds and the rows in the base's worst cell.
+    The rows are resampled within each (group, class) cell (rows of unknown group within their
+    class; the same resample for every candidate and the base, so their pairing and their
+    correlation are kept); for every resample, each candidate's worst-group gain is min over
+    cells of its accuracy minus min over cells of the base's, and its accuracy gain the
+    difference of the overall accuracies.  A candidate's bound is its gain minus the quantile
+    (Phi(level_se) for WGA, Phi(acc_level_se) for accuracy) of the largest overshoot
+    ``max_k (resampled gain_k - gain_k)``: a max-statistic band, so choosing the best of many
+    candidates does not lend the winner its luck.  A labelled cell with fewer than
+    ``MIN_CELL_ROWS`` rows makes every WGA bound -inf (too little evidence).
+
+    Returns ``{"wga": (K,), "accuracy": (K,), "worst_cell_rows", "smallest_cell_rows"}``.
     """
-    known = g >= 0
-    cell = g * n_classes + y
-    cells = [np.flatnonzero(known & (cell == c)) for c in np.unique(cell[known])]
-    cells = [ids for ids in cells if len(ids)]
-    if not cells or len(right) == 0:
-        return np.full(len(right), np.nan), 0
+    strata = np.where(g >= 0, g * n_classes + y, -1 - y)  # unknown group: a stratum per class
+    cells = [np.flatnonzero(strata == c) for c in np.unique(strata)]
+    labelled = [bool(g[ids[0]] >= 0) for ids in cells]
+    k = len(right)
+    if not any(labelled) or k == 0:
+        return {"wga": np.full(k, np.nan), "accuracy": np.full(k, np.nan), "worst_cell_rows": 0,
+                "smallest_cell_rows": 0}
     rng = np.random.default_rng(seed)
     r = right.astype(np.float64)
-    base_acc = np.array([base_right[ids].mean() for ids in cells])
+    b = base_right.astype(np.float64)
+    size = np.array([len(ids) for ids in cells], np.float64)
     acc = np.stack([r[:, ids].mean(1) for ids in cells], 1)  # (K, cells)
-    gain = acc.min(1) - base_acc.min()
-    boot_acc = np.empty((resamples, len(right), len(cells)))
+    base_acc = np.array([b[ids].mean() for ids in cells])
+    lab = np.array(labelled)
+    wga_gain = acc[:, lab].min(1) - base_acc[lab].min()
+    acc_gain = (acc - base_acc) @ size / size.sum()
+    boot = np.empty((resamples, k, len(cells)))
     boot_base = np.empty((resamples, len(cells)))
     for j, ids in enumerate(cells):
         w = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=resamples) / len(ids)  # (B, n_c)
-        boot_acc[:, :, j] = w @ r[:, ids].T
-        boot_base[:, j] = w @ base_right[ids].astype(np.float64)
-    boot_gain = boot_acc.min(2) - boot_base.min(1, keepdims=True)  # (B, K)
-    overshoot = (boot_gain - gain).max(1)  # (B,)
-    q = float(np.quantile(overshoot, 0.5 * math.erfc(-level_se / math.sqrt(2))))  # Phi(level_se)
-    return gain - q, int(len(cells[int(np.argmin(base_acc))]))
+        boot[:, :, j] = w @ r[:, ids].T
+        boot_base[:, j] = w @ b[ids]
+    boot_wga = boot[:, :, lab].min(2) - boot_base[:, lab].min(1, keepdims=True)  # (B, K)
+    boot_acc = (boot - boot_base[:, None, :]) @ size / size.sum()  # (B, K)
+
+    def band(level: float, boot_gain: np.ndarray, gain: np.ndarray) -> float:
+        return float(np.quantile((boot_gain - gain).max(1), 0.5 * math.erfc(-level / math.sqrt(2))))  # Phi(level)
+
+    smallest = int(size[lab].min())
+    wga_lower = wga_gain - band(level_se, boot_wga, wga_gain) if smallest >= MIN_CELL_ROWS else np.full(k, -np.inf)
+    return {"wga": wga_lower, "accuracy": acc_gain - band(acc_level_se, boot_acc, acc_gain),
+            "worst_cell_rows": int(size[lab][int(np.argmin(base_acc[lab]))]), "smallest_cell_rows": smallest}
 
 
 def choose(rows: list[dict[str, Any]], base: dict[str, float], config: CorrectConfig, *,
@@ -91,10 +110,11 @@ def choose(rows: list[dict[str, Any]], base: dict[str, float], config: CorrectCo
     """Mark each row's ``passes_guard`` and return the chosen one (None: the adapter ships off).
 
     A row passes when (1) its paired accuracy change minus ``guard_se`` standard errors is at
-    least ``-max_accuracy_drop``, (2) no other attribute's worst cell drops (several attributes),
-    and (3) its worst-group gain is larger than its own noise: its lower bound in the
-    simultaneous band over every candidate that raised worst-group accuracy
-    (:func:`simultaneous_bounds`) is above zero.  Of those, the highest worst-group accuracy
+    least ``-max_accuracy_drop``, and so is its accuracy gain's lower bound in the simultaneous
+    band (at ``guard_se``) over every candidate that raised worst-group accuracy, (2) no other
+    attribute's worst cell drops (several attributes), and (3) its worst-group gain is larger
+    than its own noise: its lower bound in that band (at ``guard_wga_se``;
+    :func:`simultaneous_bounds`) is above zero.  Of those, the highest worst-group accuracy
     wins (then accuracy, then the lower activation rate, then the smaller budget).
     """
     floor = base["accuracy"] - config.max_accuracy_drop - EPS
@@ -111,11 +131,13 @@ def choose(rows: list[dict[str, Any]], base: dict[str, float], config: CorrectCo
             raised.append(r)
     if raised:
         right = np.stack([_pred(r, adapted, budgets, config, base_pred, risk) == y for r in raised])
-        lower, worst_n = simultaneous_bounds(right, base_pred == y, y, g, n_classes, level_se=config.guard_wga_se,
-                                             resamples=config.guard_bootstrap, seed=config.seed)
-        for r, low in zip(raised, lower, strict=True):
-            r["wga_gain_lower"], r["worst_cell_rows"] = float(low), worst_n
-            r["passes_guard"] = bool(r["accuracy_ok"] and r["others_ok"] and low > EPS)
+        bounds = simultaneous_bounds(right, base_pred == y, y, g, n_classes, level_se=config.guard_wga_se,
+                                     acc_level_se=config.guard_se, resamples=config.guard_bootstrap, seed=config.seed)
+        for i, r in enumerate(raised):
+            r["wga_gain_lower"], r["worst_cell_rows"] = float(bounds["wga"][i]), bounds["worst_cell_rows"]
+            r["accuracy_gain_lower"] = float(bounds["accuracy"][i])
+            r["accuracy_ok"] = bool(r["accuracy_ok"] and r["accuracy_gain_lower"] >= -config.max_accuracy_drop - EPS)
+            r["passes_guard"] = bool(r["accuracy_ok"] and r["others_ok"] and r["wga_gain_lower"] > EPS)
     passing = [r for r in rows if r["passes_guard"]]
     return max(passing, key=lambda r: (r["worst_group_accuracy"], r["accuracy"], -r["activation_rate"], -r["steps"]),
                default=None)
@@ -143,7 +165,11 @@ def why_off(rows: list[dict[str, Any]], base: dict[str, float], *, hinge_start: 
         reasons.append(f"detector at chance: TPR {tpr:.2f}, FPR {fpr:.2f} on its held-out rows, so the gate "
                        "cannot find the rows to correct")
     noisy = [r for r in rows if r.get("wga_gain_lower") is not None and r["accuracy_ok"] and r["others_ok"]]
-    if noisy:
+    if noisy and evidence.get("smallest_cell_rows", MIN_CELL_ROWS) < MIN_CELL_ROWS:
+        reasons.append(f"too little evidence: a (group, label) cell of the guard's rows holds "
+                       f"{evidence['smallest_cell_rows']} labelled row(s), fewer than {MIN_CELL_ROWS}, too few to tell "
+                       "a worst-group gain from noise; give the guard more labelled rows")
+    elif noisy:
         best = max(noisy, key=lambda r: r["worst_group_accuracy"])
         reasons.append(
             f"too little evidence: the best setting raised worst-group accuracy by "

@@ -78,9 +78,9 @@ def _cells(n_per_cell: int, base_right: float, adapted_right: float, rng: np.ran
 
 
 def _bound(adapted, base, y, g, level_se=1.0):
-    lower, n_worst = simultaneous_bounds((adapted == y)[None], base == y, y, g, 2, level_se=level_se,
-                                         resamples=400, seed=0)
-    return float(lower[0]), n_worst
+    b = simultaneous_bounds((adapted == y)[None], base == y, y, g, 2, level_se=level_se, acc_level_se=level_se,
+                            resamples=400, seed=0)
+    return float(b["wga"][0]), b["worst_cell_rows"]
 
 
 def test_the_bound_separates_a_real_gain_from_noise():
@@ -93,6 +93,9 @@ def test_the_bound_separates_a_real_gain_from_noise():
     y, g, base, adapted = _cells(10, 0.5, 0.6, rng)
     lower, n_worst = _bound(adapted, base, y, g)
     assert n_worst == 10 and lower <= 0
+    # +50 points on a cell of 4 rows: its resamples barely vary, too little evidence whatever the gain
+    y, g, base, adapted = _cells(4, 0.5, 1.0, rng)
+    assert _bound(adapted, base, y, g)[0] == -np.inf
     # a harder bound (2 SE) is never above a softer one
     y, g, base, adapted = _cells(40, 0.5, 0.7, rng)
     assert _bound(adapted, base, y, g, 2.0)[0] <= _bound(adapted, base, y, g, 0.5)[0]
@@ -104,16 +107,18 @@ def test_the_band_covers_the_best_of_many_noise_candidates():
     y, g, base, _ = _cells(30, 0.5, 0.5, rng)
     flips = rng.random((300, len(y))) < 0.15  # each candidate flips 15% of the rows at random
     right = np.where(flips, base != y, base == y)
-    lower, _ = simultaneous_bounds(right, base == y, y, g, 2, level_se=1.0, resamples=400, seed=0)
+    band = simultaneous_bounds(right, base == y, y, g, 2, level_se=1.0, acc_level_se=1.0, resamples=400, seed=0)
+    lower, acc_lower = band["wga"], band["accuracy"]
     acc = np.array([[right[k][(g == a) & (y == c)].mean() for a in (0, 1) for c in (0, 1)] for k in range(300)])
     base_acc = min((base == y)[(g == a) & (y == c)].mean() for a in (0, 1) for c in (0, 1))
     gains = acc.min(1) - base_acc
     assert gains.max() > 0.05  # the luckiest candidate looks like a real gain on its own
     assert (lower <= 0).all()  # but none is above the band
+    assert (acc_lower < 0).all()  # nor is any accuracy gain
     # one candidate alone gets a tighter bound than inside a band of 300
-    alone, _ = simultaneous_bounds(right[[int(gains.argmax())]], base == y, y, g, 2, level_se=1.0, resamples=400,
-                                   seed=0)
-    assert alone[0] > lower[int(gains.argmax())]
+    alone = simultaneous_bounds(right[[int(gains.argmax())]], base == y, y, g, 2, level_se=1.0, acc_level_se=1.0,
+                                resamples=400, seed=0)
+    assert alone["wga"][0] > lower[int(gains.argmax())]
 
 
 @pytest.mark.parametrize("n_per_cell, ships", [(200, True), (10, False)])
