@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairfix.cli import app
+from tests.cli.frames import small_frame
 from tests.cli.test_audit_cli import assert_one_line_error
 
 runner = CliRunner()
@@ -19,11 +20,7 @@ EMPTY_ROWS = [6, 10, 20, 30]  # 0-based: the first empty cell is data row 7 of t
 
 
 def _frame(n: int = 300) -> pd.DataFrame:
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(n, 2))
-    g = np.where(rng.random(n) < 0.35, "b", "a")
-    y = ((x[:, 0] + 0.6 * (g == "b") + rng.normal(scale=0.5, size=n)) > 0).astype(int)
-    return pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "g": g, "y": y})
+    return small_frame(n, seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from fairfix.cli import _output, app
+from tests.cli.frames import small_frame
 
 runner = CliRunner()
 
@@ -41,11 +41,7 @@ def test_stage_progress_on_a_terminal_shows_no_unlabelled_task(monkeypatch: pyte
 
 
 def _frame(n: int = 200) -> pd.DataFrame:
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(n, 2))
-    g = np.where(rng.random(n) < 0.35, "b", "a")
-    y = ((x[:, 0] + 0.6 * (g == "b") + rng.normal(scale=0.5, size=n)) > 0).astype(int)
-    return pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "g": g, "y": y})
+    return small_frame(n, seed=4)
 
 
 @pytest.fixture(scope="module")
