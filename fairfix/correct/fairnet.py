@@ -214,6 +214,14 @@ def _adapter(base: Model, tap: str, config: CorrectConfig, adapter: str, peft_pr
     else:  # one copy of both, so that work.module stays the PeftModel's module
         work, peft_model = copy.deepcopy((base, peft_prior))
     targets = config.targets or layers_after(work, work.default_lora_targets, tap)
+    order = [name for name, _ in work.module.named_modules()]
+    if tap != INPUT and tap in order:  # the gate decides at the tap: an adapted layer below it would run first
+        early = [t for t in targets if t in order and (order.index(t) <= order.index(tap) or t.startswith(tap + "."))]
+        if early:
+            raise errors.UsageError(
+                f"the detector reads layer {tap!r} and the adapter would sit on {', '.join(map(repr, early))}, which "
+                f"runs before the gate decides; fit the detector on an earlier layer (fairfix detect --layer "
+                f"{INPUT}) or pass --targets with layers after {tap!r}")
     # peft's annotation says int; it scales by any float (alpha / rank), and --alpha takes one.
     lcfg = LoraConfig(r=config.rank, lora_alpha=config.alpha,  # type: ignore[arg-type]
                       lora_dropout=config.dropout, target_modules=targets, init_lora_weights=True)

@@ -127,3 +127,20 @@ def test_train_budget_in_steps_whatever_the_table_size(ws, tmp_path):
     res = runner.invoke(app, ["train", str(tmp_path / "t200.csv"), "--label", "y", "--out", str(tmp_path / "mx"),
                               "--steps", "10", "--epochs", "2"])
     assert res.exit_code == 2 and "--epochs and --steps" in res.stderr
+
+
+def test_an_adapter_below_the_detectors_tap_is_exit_2_not_a_crash(tmp_path):
+    """One hidden layer: the detector reads it and the only adaptable layer runs before the gate decides."""
+    make_frame(300, seed=2).to_csv(tmp_path / "d.csv", index=False)
+    for args in (["train", str(tmp_path / "d.csv"), "--label", "y", "--group", "grp", "--hidden", "8", "--epochs", "2",
+                  "--out", str(tmp_path / "m")],
+                 ["detect", str(tmp_path / "d.csv"), "--model", str(tmp_path / "m"), "--group", "grp", "--minority",
+                  "min", "--epochs", "2", "--out", str(tmp_path / "det")]):
+        assert runner.invoke(app, args).exit_code == 0
+    res = runner.invoke(app, ["correct", str(tmp_path / "d.csv"), "--model", str(tmp_path / "m"), "--label", "y",
+                              "--group", "grp", "--detector", str(tmp_path / "det"), *FAST, "--folds", "2",
+                              "--out", str(tmp_path / "b")])
+    assert res.exit_code == 2, res.stderr
+    err = [ln for ln in res.stderr.splitlines() if ln.startswith("fairfix: error:")]
+    assert len(err) == 1 and "runs before the gate decides" in err[0] and "--targets" in err[0]
+    assert not (tmp_path / "b").exists()
