@@ -119,7 +119,7 @@ def table(runs: list[dict[str, Any]]) -> str:
         def mean(key: str, side: str, rows: list[dict[str, Any]] = rs) -> float:
             return 100 * float(np.mean([r[side][key] for r in rows]))
 
-        on = sum(all(r["adapter_on"]) for r in rs)
+        on = sum(any(r["adapter_on"]) for r in rs)  # several attributes: any of their adapters
         lines.append(
             f"| {task} | {len(rs)} | {rs[0]['rows']} "
             f"| {mean('accuracy', 'base'):.1f} -> {mean('accuracy', 'after'):.1f} "
