@@ -28,6 +28,7 @@ DEMO_DIR ?= demo-output
 # it under the no-loss guard, audit the bundle and print the before/after table (recipes/digits_color.yaml:
 # the task where the correction shows); then the same job on the bundled Adult data (recipes/adult.yaml).
 demo: $(BIN)/.installed
+	mkdir -p $(DEMO_DIR)
 	$(BIN)/fairfix run recipes/digits_color.yaml --out $(DEMO_DIR)/digits_color --force
 	$(BIN)/fairfix run recipes/adult.yaml --out $(DEMO_DIR)/adult --force
 
