@@ -161,7 +161,7 @@ def erm_fit(
                 best = (score, evaluation)
                 best_state = {k: v.clone() for k, v in module.state_dict().items()}
             if progress is not None:
-                progress(evaluation + 1, n_evals, metrics)
+                progress(evaluation + 1, n_evals, {k: v for k, v in metrics.items() if k != "step"})
             if evaluation - best[1] >= config.patience:
                 break
             module.train()

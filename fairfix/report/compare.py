@@ -132,8 +132,7 @@ def _attribute_rows(doc: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-EVIDENCE_HEADER = ("evidence", "rows", "smallest cell", "accuracy", "worst-group accuracy", "WGA gain lower bound",
-                   "chosen")
+EVIDENCE_HEADER = ("evidence", "rows", "smallest cell", "accuracy", "WGA", "WGA gain bound")
 
 
 def _evidence_row(doc: dict[str, Any]) -> list[str] | None:
@@ -141,16 +140,24 @@ def _evidence_row(doc: dict[str, Any]) -> list[str] | None:
     ev, base, ch = doc.get("evidence"), doc.get("base_validation") or {}, doc.get("chosen")
     if not isinstance(ev, dict):
         return None
-    kind = f"cross-fit, {ev.get('folds')} folds" if ev.get("kind") == "cross-fit" else "validation split"
+    kind = f"{ev.get('folds')}-fold cross-fit" if ev.get("kind") == "cross-fit" else "validation split"
     after = ch or base
 
     def pair(key: str) -> str:
         return f"{fmt_num(base.get(key))} → {fmt_num(after.get(key))}"
 
-    chosen = (f"{ch.get('steps')} steps, strength {fmt_num(ch.get('strength'))}, "
-              + ("every row" if ch.get("gate") == "all" else f"tau {fmt_num(ch.get('tau'))}")) if ch else "adapter off"
     return [kind, str(ev.get("rows", "-")), str(ev.get("smallest_cell_rows", "-")), pair("accuracy"),
-            pair("worst_group_accuracy"), _signed(ch.get("wga_gain_lower")) if ch else "-", chosen]
+            pair("worst_group_accuracy"), _signed(ch.get("wga_gain_lower")) if ch else "-"]
+
+
+def _evidence_title(doc: dict[str, Any]) -> str:
+    """The chosen setting, for the evidence table's title."""
+    ch = doc.get("chosen")
+    if not ch:
+        return "the guard's evidence (held-out rows, base → base: the adapter is off)"
+    where = "every row" if ch.get("gate") == "all" else f"tau {fmt_num(ch.get('tau'))}"
+    return (f"the guard's evidence (held-out rows, base → chosen: {ch.get('steps')} steps, "
+            f"strength {fmt_num(ch.get('strength'))}, {where})")
 
 
 def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str:
@@ -189,8 +196,8 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
                       f"{'on' if doc.get('adapter_enabled') else 'off'} |"]
         evidence = _evidence_row(doc)
         if evidence:
-            lines += ["", "| " + " | ".join(EVIDENCE_HEADER) + " |", "|" + "---|" * len(EVIDENCE_HEADER),
-                      "| " + " | ".join(evidence) + " |"]
+            lines += ["", _evidence_title(doc), "", "| " + " | ".join(EVIDENCE_HEADER) + " |",
+                      "|" + "---|" * len(EVIDENCE_HEADER), "| " + " | ".join(evidence) + " |"]
         return "\n".join(lines) + "\n"
     from rich.table import Table
 
@@ -239,7 +246,7 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         console.print(ct)
     evidence = _evidence_row(doc)
     if evidence:
-        et = Table(title="the guard's evidence (held-out rows: base → chosen setting)", title_justify="left")
+        et = Table(title=_evidence_title(doc), title_justify="left")
         for c in EVIDENCE_HEADER:
             et.add_column(c, justify="right")
         et.add_row(*evidence)
