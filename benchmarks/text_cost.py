@@ -15,6 +15,7 @@ shipped adapter after it), the steps and rows trained, and what the guard chose.
 
     OMP_NUM_THREADS=2 python benchmarks/text_cost.py            # ~1 h on a 2-core machine
     OMP_NUM_THREADS=2 python benchmarks/text_cost.py --only before
+    OMP_NUM_THREADS=2 python benchmarks/text_cost.py --only defaults --minutes 8   # extrapolated
 """
 
 from __future__ import annotations
@@ -45,13 +46,21 @@ def frames(train_rows: int, correct_rows: int, test_rows: int) -> tuple[Any, Any
     return dev.iloc[:train_rows].reset_index(drop=True), dev.iloc[train_rows:].reset_index(drop=True), test
 
 
-def timed_correct(name: str, frame: Any, model: Any, test: Any, config: Any) -> dict[str, Any]:
+class Budget(Exception):
+    """The time given to a run is over."""
+
+
+def timed_correct(name: str, frame: Any, model: Any, test: Any, config: Any, minutes: float | None = None
+                  ) -> dict[str, Any]:
+    """One correction, timed per stage; with ``minutes``, stopped then and its adapter stage extrapolated."""
     from fairfix.correct.run import correct
     from fairfix.detect.fit import DetectorConfig
 
     stages: dict[str, float] = {}
     last = [time.perf_counter(), ""]
     steps: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    t0 = time.perf_counter()
 
     def progress(stage: str, done: int, total: int | None = None, metrics: Any = None) -> None:
         now = time.perf_counter()
@@ -61,12 +70,24 @@ def timed_correct(name: str, frame: Any, model: Any, test: Any, config: Any) -> 
         last[0] = now
         if stage.startswith("adapter"):
             steps[stage] = done
+            totals[stage] = total or done
+        if minutes is not None and now - t0 > 60 * minutes and stage == "adapter":
+            raise Budget
 
-    t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, res = correct(frame, model, label="income", group="sex", config=config, eval_data=test,
-                         detector_config=DetectorConfig(epochs=10, seed=0), progress=progress)
+        try:
+            _, res = correct(frame, model, label="income", group="sex", config=config, eval_data=test,
+                             detector_config=DetectorConfig(epochs=10, seed=0), progress=progress)
+        except Budget:
+            done, total = steps["adapter"], totals["adapter"]
+            rate = stages["adapter"] / done
+            row = {"name": name, "stopped_after_s": time.perf_counter() - t0, "adapter_steps_done": done,
+                   "adapter_steps_total": total, "seconds_per_step": rate,
+                   "adapter_seconds_extrapolated": rate * (total + config.steps),  # + at most one shipped adapter
+                   "before_adapter_seconds": time.perf_counter() - t0 - stages["adapter"]}
+            log(json.dumps(row))
+            return row
     wall = time.perf_counter() - t0
     rec = res["record"]
     ch = rec["chosen"]
@@ -86,6 +107,8 @@ def main() -> int:
     ap.add_argument("--train-rows", type=int, default=1500)
     ap.add_argument("--correct-rows", type=int, default=2000)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--minutes", type=float, help="stop the defaults' run after this long and extrapolate its "
+                                                    "adapter stage from the steps per second so far")
     args = ap.parse_args()
 
     from fairfix.correct import CorrectConfig
@@ -111,7 +134,15 @@ def main() -> int:
         for name, cfg in settings.items():
             if args.only and name != args.only:
                 continue
-            runs.append(timed_correct(name, correct_frame, model, test, cfg))
+            runs.append(timed_correct(name, correct_frame, model, test, cfg,
+                                      args.minutes if name == "defaults" else None))
+    for r in runs:
+        if "adapter_seconds_extrapolated" in r:
+            print(f"{r['name']}: stopped after {r['stopped_after_s']:.0f} s, {r['adapter_steps_done']} of "
+                  f"{r['adapter_steps_total']} cross-fitted steps at {r['seconds_per_step']:.2f} s/step: the adapter "
+                  f"stages would take ~{r['adapter_seconds_extrapolated']:.0f} s (+ "
+                  f"{r['before_adapter_seconds']:.0f} s before them)")
+    runs = [r for r in runs if "seconds" in r]
     print(f"{'setting':<10} {'wall':>8} {'adapter (folds)':>16} {'shipped':>8} {'steps x rows':>16}  evidence")
     for r in runs:
         n_steps = r["steps"].get("adapter", 0) + r["steps"].get("adapter (shipped)", 0)
