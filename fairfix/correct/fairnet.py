@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from fairfix import errors
 from fairfix.correct import select
-from fairfix.correct.checkpoint import run_key
+from fairfix.correct.checkpoint import check_checkpoint, run_key
 from fairfix.correct.config import STRENGTHS, CorrectConfig
 from fairfix.correct.gating import ADAPTER, gated_forward, lora_layers
 from fairfix.correct.loop import Rows, eval_steps, train_steps
@@ -360,17 +361,10 @@ def fit_fairnet(
     budget = config.budget(len(fit_ids))
     budgets = eval_steps(budget, config.eval_every)
     key = run_key(model, detector, data, split, config) if checkpoint is not None else {}
-    if checkpoint is not None and checkpoint.is_dir() and resume:
-        from fairfix.correct.checkpoint import check_checkpoint
-
-        if not check_checkpoint(checkpoint, key, strict=resume != "if-matching"):
-            import shutil
-
-            shutil.rmtree(checkpoint, ignore_errors=True)  # fairfix run: a stale checkpoint, start afresh
-    elif checkpoint is not None and checkpoint.is_dir():
-        import shutil
-
-        shutil.rmtree(checkpoint, ignore_errors=True)
+    if checkpoint is not None and checkpoint.is_dir():
+        # kept only to resume the same run (a stale one is exit 2 for --resume, set aside for fairfix run)
+        if not resume or not check_checkpoint(checkpoint, key, strict=resume != "if-matching"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
     total = len(plans) * len(parts) * budget
     done = [0]
     kept: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
@@ -501,12 +495,8 @@ def fit_fairnet(
                                enabled=enabled, tap_layer=tap, gate=gate,
                                prototypes={"cells": protos, "counts": counts, "reference": reference},
                                info={"targets": list(targets)})
-    held_pred = base_pred[ev]
-    if choice is not None:
-        chosen_classes = on_ev[choice["groups"]][budgets.index(choice["steps"]),
-                                                 config.strengths.index(choice["strength"])]
-        held_pred = np.where(np.ones(len(ev), bool) if gate == "all" else risk[ev] > choice["tau"],
-                             chosen_classes, held_pred)
+    held_pred = (base_pred[ev] if choice is None
+                 else select.setting_classes(choice, on_ev, budgets, config, base_pred[ev], risk[ev]))
     record = {
         "base_validation": base_metrics,
         "chosen": choice,
@@ -525,7 +515,7 @@ def fit_fairnet(
         "targets": list(targets),
         "config": asdict(config),
         # arrays for the caller's out-of-fold audit (popped before the record is written anywhere)
-        "_held_out": {"rows": ev, "base_pred": base_pred[ev], "pred": held_pred},
+        "_held_out": {"rows": ev, "base_pred": base_pred[ev], "pred": held_pred, "base_pred_all": base_pred},
     }
     return corrected, record
 

@@ -93,6 +93,7 @@ def train_steps(
     anchors_all = torch.as_tensor(rows.anchors)
     history: dict[str, list[float]] = {"loss": [], "hinge_open_share": []}
     total, n_open, n_anchor, n_steps = 0.0, 0, 0, 0
+    candidates = set(eval_steps(steps, config.eval_every))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -116,7 +117,7 @@ def train_steps(
             n_steps += 1
             if on_step is not None:
                 on_step(step, float(loss.detach()))
-            if step % config.eval_every == 0 or step == steps:
+            if step in candidates:
                 history["loss"].append(total / n_steps)
                 history["hinge_open_share"].append(n_open / n_anchor if n_anchor else 0.0)
                 total, n_open, n_anchor, n_steps = 0.0, 0, 0, 0

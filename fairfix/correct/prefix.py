@@ -40,7 +40,7 @@ class PrefixCache:
         def cached(*args: Any, **kwargs: Any) -> Any:
             return self.wrap(states)
 
-        patched = [layer for layer in list(self.layers)[: self.k]]
+        patched = list(self.layers)[: self.k]
         try:
             for layer in patched[:-1]:
                 layer.forward = through  # type: ignore[method-assign]

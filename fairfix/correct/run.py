@@ -184,8 +184,8 @@ def correct(
         before = fairfix.audit(audited, label=label, group=[group], model=model, bootstrap=0).to_dict()
         after = fairfix.audit(audited, label=label, group=[group], model=corrected, bootstrap=0).to_dict()
     det = detector_summary(corrected, eval_frame, group)
-    record["warnings"] = memorised_rows(model, data, frame, y_all, eval_frame if eval_data is not None else None,
-                                        label)
+    acc_data = float((held["base_pred_all"] == y_all).mean())  # the base's pass over DATA, made once in the fit
+    record["warnings"] = memorised_rows(model, data, acc_data, eval_frame if eval_data is not None else None, label)
     compare = build_compare(before, after, detector=det, tau=corrected.tau, extra={
         "evaluated_on": eval_name,
         "adapter_enabled": corrected.enabled,
@@ -216,11 +216,12 @@ def _audit_classes(frame: Any, classes: np.ndarray, model: Model, label: str, gr
 MEMORISED_GAP = 0.05
 
 
-def memorised_rows(model: Model, data: Any, frame: Any, y: np.ndarray, eval_frame: Any, label: str) -> list[str]:
+def memorised_rows(model: Model, data: Any, acc_data: float, eval_frame: Any, label: str) -> list[str]:
     """A one-line warning when the base has fitted DATA's rows (they teach the adapter little).
 
     Two signals: DATA is the file the base was trained on (the model's manifest records its
-    sha256), or the base is ``MEMORISED_GAP`` more accurate on DATA than on the ``--eval`` rows.
+    sha256), or the base's accuracy on DATA (``acc_data``) is ``MEMORISED_GAP`` above its
+    accuracy on the ``--eval`` rows.
     """
     from fairfix.artifacts import data_fingerprint
     from fairfix.data.frames import embedded_file
@@ -235,7 +236,6 @@ def memorised_rows(model: Model, data: Any, frame: Any, y: np.ndarray, eval_fram
         return []
     from fairfix.data.labels import encode_labels
 
-    acc_data = float((model.predict_proba(frame).argmax(1) == y).mean())
     known = eval_frame[label].notna()
     y_eval = encode_labels(eval_frame.loc[known, label], model.classes)
     acc_eval = float((model.predict_proba(eval_frame[known]).argmax(1) == y_eval).mean())

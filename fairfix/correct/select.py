@@ -30,11 +30,11 @@ def sweep(adapted: dict[str, np.ndarray], budgets: list[int], config: CorrectCon
     an adapter that did not train on it; ``base_pred (N,)`` the base's classes; ``g`` group codes.
     """
     rows: list[dict[str, Any]] = []
+    flags = [(gate, tau, gate_flags(gate, tau, risk)) for gate, tau in gates]  # once per gate, not per setting
     for plan, preds in adapted.items():
         for i, steps in enumerate(budgets):
             for j, strength in enumerate(config.strengths):
-                for gate, tau in gates:
-                    flag = np.ones(len(y), bool) if gate == "all" else risk > tau
+                for gate, tau, flag in flags:
                     pred = np.where(flag, preds[i, j], base_pred)
                     m = guard_metrics(pred, y, g, n_classes, positive)
                     gain, se = accuracy_change(pred, base_pred, y)
@@ -54,29 +54,27 @@ MIN_CELL_ROWS = 10
 
 
 def simultaneous_bounds(right: np.ndarray, base_right: np.ndarray, y: np.ndarray, g: np.ndarray, n_classes: int,
-                        *, level_se: float, acc_level_se: float, resamples: int, seed: int) -> dict[str, Any]:
-    """Lower bounds of several candidates' worst-group and accuracy gains, valid for all of them at once.
+                        *, level_se: float, resamples: int, seed: int) -> dict[str, Any]:
+    """Lower bounds of several candidates' worst-group gains, valid for all of them at once.
 
     ``right (K, N)``: whether each candidate gets each row right; ``base_right (N,)`` the base's.
     The rows are resampled within each (group, class) cell (rows of unknown group within their
     class; the same resample for every candidate and the base, so their pairing and their
     correlation are kept); for every resample, each candidate's worst-group gain is min over
-    cells of its accuracy minus min over cells of the base's, and its accuracy gain the
-    difference of the overall accuracies.  A candidate's bound is its gain minus the quantile
-    (Phi(level_se) for WGA, Phi(acc_level_se) for accuracy) of the largest overshoot
-    ``max_k (resampled gain_k - gain_k)``: a max-statistic band, so choosing the best of many
-    candidates does not lend the winner its luck.  A labelled cell with fewer than
-    ``MIN_CELL_ROWS`` rows makes every WGA bound -inf (too little evidence).
+    cells of its accuracy minus min over cells of the base's.  A candidate's bound is its gain
+    minus the Phi(level_se) quantile of the largest overshoot ``max_k (resampled gain_k -
+    gain_k)``: a max-statistic band, so choosing the best of many candidates does not lend the
+    winner its luck.  A labelled cell with fewer than ``MIN_CELL_ROWS`` rows makes every bound
+    -inf (too little evidence).
 
-    Returns ``{"wga": (K,), "accuracy": (K,), "worst_cell_rows", "smallest_cell_rows"}``.
+    Returns ``{"wga": (K,), "worst_cell_rows", "smallest_cell_rows"}``.
     """
     strata = np.where(g >= 0, g * n_classes + y, -1 - y)  # unknown group: a stratum per class
     cells = [np.flatnonzero(strata == c) for c in np.unique(strata)]
     labelled = [bool(g[ids[0]] >= 0) for ids in cells]
     k = len(right)
     if not any(labelled) or k == 0:
-        return {"wga": np.full(k, np.nan), "accuracy": np.full(k, np.nan), "worst_cell_rows": 0,
-                "smallest_cell_rows": 0}
+        return {"wga": np.full(k, np.nan), "worst_cell_rows": 0, "smallest_cell_rows": 0}
     rng = np.random.default_rng(seed)
     r = right.astype(np.float64)
     b = base_right.astype(np.float64)
@@ -85,7 +83,6 @@ def simultaneous_bounds(right: np.ndarray, base_right: np.ndarray, y: np.ndarray
     base_acc = np.array([b[ids].mean() for ids in cells])
     lab = np.array(labelled)
     wga_gain = acc[:, lab].min(1) - base_acc[lab].min()
-    acc_gain = (acc - base_acc) @ size / size.sum()
     boot = np.empty((resamples, k, len(cells)))
     boot_base = np.empty((resamples, len(cells)))
     for j, ids in enumerate(cells):
@@ -93,15 +90,11 @@ def simultaneous_bounds(right: np.ndarray, base_right: np.ndarray, y: np.ndarray
         boot[:, :, j] = w @ r[:, ids].T
         boot_base[:, j] = w @ b[ids]
     boot_wga = boot[:, :, lab].min(2) - boot_base[:, lab].min(1, keepdims=True)  # (B, K)
-    boot_acc = (boot - boot_base[:, None, :]) @ size / size.sum()  # (B, K)
-
-    def band(level: float, boot_gain: np.ndarray, gain: np.ndarray) -> float:
-        return float(np.quantile((boot_gain - gain).max(1), 0.5 * math.erfc(-level / math.sqrt(2))))  # Phi(level)
-
+    q = float(np.quantile((boot_wga - wga_gain).max(1), 0.5 * math.erfc(-level_se / math.sqrt(2))))  # Phi(level_se)
     smallest = int(size[lab].min())
-    wga_lower = wga_gain - band(level_se, boot_wga, wga_gain) if smallest >= MIN_CELL_ROWS else np.full(k, -np.inf)
-    return {"wga": wga_lower, "accuracy": acc_gain - band(acc_level_se, boot_acc, acc_gain),
-            "worst_cell_rows": int(size[lab][int(np.argmin(base_acc[lab]))]), "smallest_cell_rows": smallest}
+    wga_lower = wga_gain - q if smallest >= MIN_CELL_ROWS else np.full(k, -np.inf)
+    return {"wga": wga_lower, "worst_cell_rows": int(size[lab][int(np.argmin(base_acc[lab]))]),
+            "smallest_cell_rows": smallest}
 
 
 def choose(rows: list[dict[str, Any]], base: dict[str, float], config: CorrectConfig, *,
@@ -131,9 +124,9 @@ def choose(rows: list[dict[str, Any]], base: dict[str, float], config: CorrectCo
         if r["worst_group_accuracy"] > base["worst_group_accuracy"] + EPS:
             raised.append(r)
     if raised:
-        right = np.stack([_pred(r, adapted, budgets, config, base_pred, risk) == y for r in raised])
+        right = np.stack([setting_classes(r, adapted, budgets, config, base_pred, risk) == y for r in raised])
         bounds = simultaneous_bounds(right, base_pred == y, y, g, n_classes, level_se=config.guard_wga_se,
-                                     acc_level_se=config.guard_se, resamples=config.guard_bootstrap, seed=config.seed)
+                                     resamples=config.guard_bootstrap, seed=config.seed)
         for i, r in enumerate(raised):
             r["wga_gain_lower"], r["worst_cell_rows"] = float(bounds["wga"][i]), bounds["worst_cell_rows"]
             r["passes_guard"] = bool(r["accuracy_ok"] and r["others_ok"] and r["wga_gain_lower"] > EPS)
@@ -142,12 +135,16 @@ def choose(rows: list[dict[str, Any]], base: dict[str, float], config: CorrectCo
                default=None)
 
 
-def _pred(r: dict[str, Any], adapted: dict[str, np.ndarray], budgets: list[int], config: CorrectConfig,
-          base_pred: np.ndarray, risk: np.ndarray) -> np.ndarray:
-    """The classes a sweep row's setting gives the evidence rows."""
+def gate_flags(gate: str, tau: float | None, risk: np.ndarray) -> np.ndarray:
+    """The rows a gate switches the adapter on for: every row (``all``), or those with risk > tau."""
+    return np.ones(len(risk), bool) if gate == "all" else risk > tau
+
+
+def setting_classes(r: dict[str, Any], adapted: dict[str, np.ndarray], budgets: list[int], config: CorrectConfig,
+                    base_pred: np.ndarray, risk: np.ndarray) -> np.ndarray:
+    """The classes a sweep row's setting gives the evidence rows (the base's where its gate is closed)."""
     preds = adapted[r["groups"]][budgets.index(r["steps"]), config.strengths.index(r["strength"])]
-    flag = np.ones(len(base_pred), bool) if r["gate"] == "all" else risk > r["tau"]
-    return np.where(flag, preds, base_pred)
+    return np.where(gate_flags(r["gate"], r["tau"], risk), preds, base_pred)
 
 
 def why_off(rows: list[dict[str, Any]], base: dict[str, float], *, hinge_start: float, detector: Any,
