@@ -253,7 +253,8 @@ def run_seed(seed: int, peers: bool, *, correction_rows: float = 0.5, variants: 
             scored(name, te, t0, enabled=rec["adapter_enabled"], gate=rec["gate"],
                    chosen=ch and {k: ch[k] for k in ("steps", "strength", "gate", "tau", "wga_gain_lower")},
                    oof=ch and {"accuracy": ch["accuracy"], "wga": ch["worst_group_accuracy"]},
-                   hinge_open=rec["correction"]["hinge_open_share"], groups=rec["correction"]["groups"])
+                   hinge_open=rec["correction"]["hinge_open_share"], groups=rec["correction"]["groups"],
+                   evidence=rec["evidence"])
         if peers:
             xt = base.encode(train.iloc[tr])["x"]
             yt = torch.as_tensor(train["label"].to_numpy()[tr])

@@ -68,6 +68,7 @@ def tabular(key: str, seed: int, quick: bool, groups: list[str] | None = None) -
             corrected, res = correct(split.dev, model, label=task.label, group=task.group, config=cfg,
                                      eval_data=split.test)
             on = [res["record"]["adapter_enabled"]]
+        records = res["records"] if groups else [res["record"]]
     seconds = time.perf_counter() - t0
     audit_groups = groups or [task.group]
     before = fairfix.audit(split.test, label=task.label, group=audit_groups[:1], model=model, bootstrap=0)
@@ -75,7 +76,8 @@ def tabular(key: str, seed: int, quick: bool, groups: list[str] | None = None) -
     row = {"task": task.name + (" (" + " then ".join(groups) + ")" if groups else ""), "seed": seed,
            "rows": len(split.dev), "seconds": seconds, "adapter_on": on,
            "base": {k: before.summary[k] for k in ("accuracy", "worst_group_accuracy")},
-           "after": {k: after.summary[k] for k in ("accuracy", "worst_group_accuracy")}}
+           "after": {k: after.summary[k] for k in ("accuracy", "worst_group_accuracy")},
+           "evidence": [r["evidence"] for r in records]}
     if groups:  # the second attribute's worst cell too
         b2 = fairfix.audit(split.test, label=task.label, group=groups[1:2], model=model, bootstrap=0)
         a2 = fairfix.audit(split.test, label=task.label, group=groups[1:2], model=corrected, bootstrap=0)
@@ -92,7 +94,7 @@ def digits(seed: int, share: float, name: str) -> dict[str, Any]:
     fx = next(r for r in runs if r["method"] == "fairfix")
     return {"task": name, "seed": seed, "rows": fx["rows"], "seconds": fx["seconds"], "adapter_on": [fx["enabled"]],
             "base": {"accuracy": erm["accuracy"], "worst_group_accuracy": erm["wga"]},
-            "after": {"accuracy": fx["accuracy"], "worst_group_accuracy": fx["wga"]},
+            "after": {"accuracy": fx["accuracy"], "worst_group_accuracy": fx["wga"]}, "evidence": [fx["evidence"]],
             "train_dist": {"base": erm["train_dist_accuracy"], "after": fx["train_dist_accuracy"]}}
 
 
@@ -126,6 +128,18 @@ def table(runs: list[dict[str, Any]]) -> str:
             f"| {mean('worst_group_accuracy', 'base'):.1f} -> {mean('worst_group_accuracy', 'after'):.1f} "
             f"| {', '.join(f'{v:+.1f}' for v in dw)} | {', '.join(f'{v:+.2f}' for v in da)} | {on}/{len(rs)} "
             f"| **{broken}/{len(rs)}** |")
+    lines += ["", "Per seed (test %, base -> bundle; the guard's evidence: its rows and the rows in the base's worst "
+              "(group, label) cell of them, per attribute):", "",
+              "| task | seed | test accuracy | test WGA | adapter | guard's rows | rows in the worst cell |",
+              "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        ev = r.get("evidence") or []
+        lines.append(
+            f"| {r['task']} | {r['seed']} | {100 * r['base']['accuracy']:.1f} -> {100 * r['after']['accuracy']:.1f} "
+            f"| {100 * r['base']['worst_group_accuracy']:.1f} -> {100 * r['after']['worst_group_accuracy']:.1f} "
+            f"| {', '.join('on' if on else 'off' for on in r['adapter_on'])} "
+            f"| {', '.join(str(e['rows']) for e in ev) or '-'} "
+            f"| {', '.join(str(e.get('worst_cell_rows', '-')) for e in ev) or '-'} |")
     return "\n".join(lines)
 
 

@@ -430,11 +430,16 @@ def fit_fairnet(
                            base_others=base_others, **ev_kw)
     enabled = choice is not None
     known = g[ev] >= 0
-    cells = np.bincount(g[ev][known] * n_classes + y[ev][known])
+    cell_of = g[ev][known] * n_classes + y[ev][known]
+    cells = np.bincount(cell_of)
+    right = np.bincount(cell_of, weights=(base_pred[ev] == y[ev])[known], minlength=len(cells))
+    occupied = np.flatnonzero(cells)
+    worst = occupied[np.argmin(right[occupied] / cells[occupied])] if len(occupied) else None
     evidence_info = {"kind": "split" if split is not None else "cross-fit",
                      "folds": None if split is not None else config.folds,
                      "val_fraction": config.val_fraction if split is not None else None,
-                     "rows": int(len(ev)), "smallest_cell_rows": int(cells[cells > 0].min()) if cells.any() else 0,
+                     "rows": int(len(ev)), "smallest_cell_rows": int(cells[occupied].min()) if len(occupied) else 0,
+                     "worst_cell_rows": int(cells[worst]) if worst is not None else 0,  # the base's worst cell
                      "budget": budget, "candidates": len(sweep)}
 
     # -- the shipped adapter: trained on every row (cross-fit) or the split's training rows, for the chosen budget
