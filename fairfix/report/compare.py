@@ -6,6 +6,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fairfix import __version__, errors
@@ -31,6 +32,27 @@ def _delta(a: Any, b: Any) -> float | None:
 def _check_audit(doc: Any, name: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("schema") != "fairfix.audit/1":
         raise errors.DataError(f"{name}: not a fairfix.audit/1 JSON document")
+    return doc
+
+
+def read_audit(path: str | Path) -> dict[str, Any]:
+    """A ``fairfix.audit/1`` document from a JSON file (``fairfix compare``'s BEFORE / AFTER).
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        A missing file, a file that is not JSON, or JSON of another schema (naming the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise errors.DataError(errors.MISSING_FILE.format(path=p))
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise errors.DataError(f"{p}: not JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != "fairfix.audit/1":
+        schema = doc.get("schema") if isinstance(doc, dict) else None
+        raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {schema!r})")
     return doc
 
 
