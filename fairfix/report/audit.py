@@ -70,6 +70,12 @@ class AuditReport:
         """Groups smaller than ``min_group_size``."""
         return [g for g in self.groups if g["small"]]
 
+    def to_json(self) -> str:
+        """``fairfix.audit/1`` as indented JSON (null for undefined values): what ``--format json`` prints."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
     def to_dict(self) -> dict[str, Any]:
         """The ``fairfix.audit/1`` JSON object (NaN written as null)."""
         return _jsonable(

@@ -93,7 +93,12 @@ def fmt_num(x: Any, digits: int = 3) -> str:
 
 def to_json(report: AuditReport) -> str:
     """``fairfix.audit/1`` as indented JSON (null for undefined values)."""
-    return json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    return report.to_json()
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    """A flat result (``fairfix train``'s summary) as ``--format json`` prints it."""
+    return json.dumps(summary, indent=2, default=str) + "\n"
 
 
 def _group_columns(report: AuditReport) -> list[str]:
