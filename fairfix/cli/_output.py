@@ -281,8 +281,12 @@ def print_detect(detector: Any, fmt: Any, output: Path | None, force: bool) -> N
         return
     from rich.table import Table
 
+    from fairfix.report.audit import minority_note
+
+    note = minority_note(report)
     t = Table(title=rich_text(f"detector ({report['mode']} mode, layer {report['layer']}): minority "
-                              f"{report['minority']} of {report['group_column']}"), title_justify="left")
+                              f"{report['minority']} of {report['group_column']}"), title_justify="left",
+              caption=rich_text(note) if note else None, caption_justify="left")
     for col in ("tau", "TPR", "FPR", "precision", "activation rate"):
         t.add_column(col, justify="right")
     t.add_row(_rate(report["tau"]), _rate(report["tpr"]), _rate(report["fpr"]), _rate(report["precision"]),

@@ -230,8 +230,10 @@ def default_minority(frame: Any, rows: np.ndarray, model: Any, label: str, group
     worst = report.summary["worst_group"]
     if worst is None:
         raise errors.DataError(f"cannot pick a minority group of {group!r}: no (group, label) cell has rows")
-    return [worst["group"][group]], {"group": worst["group"], "label": worst["label"],
-                                      "accuracy": report.summary["worst_group_accuracy"]}
+    value = worst["group"][group]
+    share = float(np.mean([str(v) == str(value) for v in sub[group]])) if len(sub) else None
+    return [value], {"group": worst["group"], "label": worst["label"],
+                     "accuracy": report.summary["worst_group_accuracy"], "share": share}
 
 
 # -- training -----------------------------------------------------------------------

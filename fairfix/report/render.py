@@ -155,11 +155,11 @@ def _summary_rows(report: AuditReport) -> list[tuple[str, str, str]]:
     for key, name in SUMMARY_LABELS.items():
         ci = report.summary_ci.get(key)
         rows.append((name, fmt_num(report.summary[key]), _ci_text(ci).strip()))
-    wg = report.summary.get("worst_group")
-    if wg:
-        from fairfix.report.audit import group_label
+    from fairfix.report.audit import worst_cell_text
 
-        rows.insert(2, ("worst group", f"{group_label(wg['group'])}, label={wg['label']}", ""))
+    cell = worst_cell_text(report.summary)
+    if cell:
+        rows.insert(2, ("worst cell", cell, ""))
     return rows
 
 
