@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pytest
 import pandas as pd
 from rich.console import Console
 
@@ -79,3 +80,37 @@ def test_a_default_minority_that_is_the_larger_group_says_which_cell_made_it():
     # a minority that is the smaller group needs no note
     assert minority_note({"worst_cell": {"group": {"race": "Black"}, "label": "no", "accuracy": 0.5,
                                          "share": 0.16}}) is None
+
+
+def test_detect_says_when_its_default_minority_is_the_larger_group(tmp_path):
+    """White holds 84% of rows and, through label noise among its failing students, the worst cell."""
+    from typer.testing import CliRunner
+
+    from fairfix.cli import app
+
+    rng = np.random.default_rng(1)
+    n = 1500
+    race = np.where(rng.random(n) < 0.84, "White", "Black")
+    x = rng.normal(size=n)
+    passed = x > 0
+    noisy = (race == "White") & (rng.random(n) < 0.35)  # noisy labels: one of White's cells is the worst
+    result = np.where(passed & ~noisy, "pass", "fail")
+    pd.DataFrame({"x": x, "x2": rng.normal(size=n), "race": race, "result": result}).to_csv(tmp_path / "law.csv",
+                                                                                          index=False)
+    env = {"NO_COLOR": "1", "FAIRFIX_NO_PROGRESS": "1", "COLUMNS": "200"}
+    run = CliRunner().invoke
+    res = run(app, ["train", str(tmp_path / "law.csv"), "--label", "result", "--group", "race", "--steps", "100",
+                    "--hidden", "16,8", "--out", str(tmp_path / "m")], env=env)
+    assert res.exit_code == 0, res.output
+    res = run(app, ["detect", str(tmp_path / "law.csv"), "--model", str(tmp_path / "m"), "--group", "race",
+                    "--label", "result", "--epochs", "5", "--out", str(tmp_path / "d"), "--format", "json"], env=env)
+    assert res.exit_code == 0, res.output
+    import json
+
+    report = json.loads(res.stdout)
+    assert report["minority"] == ["White"] and report["worst_cell"]["group"] == {"race": "White"}
+    label = report["worst_cell"]["label"]
+    assert report["worst_cell"]["share"] == pytest.approx(0.84, abs=0.05)
+    res = run(app, ["detect", str(tmp_path / "law.csv"), "--model", str(tmp_path / "m"), "--group", "race",
+                    "--label", "result", "--epochs", "5", "--out", str(tmp_path / "d2")], env=env)
+    assert "the minority race=White holds" in res.stdout and f"race=White, label={label}" in res.stdout
