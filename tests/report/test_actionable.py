@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
-import pytest
 import pandas as pd
+import pytest
 from rich.console import Console
 
 import fairfix
