@@ -44,16 +44,16 @@ def correct_job(
     from fairfix.detect.fit import DetectorConfig
 
     config = config or CorrectConfig()
-    groups, modes, minority = check_job(groups, modes, minority, detector=detector, resume=resume)
+    groups, modes, checked = check_job(groups, modes, minority, detector=detector, resume=resume)
     if len(groups) > 1:
         from fairfix.correct.progressive import correct_many
 
-        return correct_many(data, model, label=label, groups=groups, minority=minority,
+        return correct_many(data, model, label=label, groups=groups, minority=checked,
                             detector_configs=[DetectorConfig(mode=m, seed=config.seed) for m in modes], config=config,
                             eval_data=eval_data, input_format=input_format, progress=progress)
     from fairfix.correct.run import correct
 
-    return correct(data, model, label=label, group=groups[0], minority=minority,
+    return correct(data, model, label=label, group=groups[0], minority=checked,
                    detector=str(detector) if isinstance(detector, str | Path) else detector,
                    detector_config=DetectorConfig(mode=modes[0], seed=config.seed), config=config,
                    eval_data=eval_data, input_format=input_format, progress=progress, checkpoint=checkpoint,
