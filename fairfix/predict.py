@@ -174,11 +174,7 @@ def predict(
     """
     out = check_writable(output, force, inputs=[data])
     fmt = infer_format(str(out))
-    threshold = checked_threshold(model, threshold)
-    table = open_prediction_input(data, input_format)
-    if id_column is not None:
-        table.require([id_column])
-    kept = kept_columns(table, model, id_column=id_column, keep=keep, keep_all=keep_all)
+    threshold, table, kept = _prepare(data, model, id_column, threshold, keep, keep_all, input_format)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
@@ -214,6 +210,16 @@ def predict(
     return {"rows": rows, "output": str(out), "format": fmt}
 
 
+def _prepare(data: Any, model: Model, id_column: str | None, threshold: float | None, keep: Sequence[str],
+             keep_all: bool, input_format: str | None) -> tuple[float, Any, list[str]]:
+    """The checked threshold, the opened table and the kept columns, before any row is scored."""
+    threshold = checked_threshold(model, threshold)
+    table = open_prediction_input(data, input_format)
+    if id_column is not None:
+        table.require([id_column])
+    return threshold, table, kept_columns(table, model, id_column=id_column, keep=keep, keep_all=keep_all)
+
+
 def open_prediction_input(data: Any, input_format: str | None = None) -> Any:
     """The table to score: a path, ``-``, an embedded name (``adult:test``), a DataFrame or a pyarrow Table."""
     from fairfix.data.frames import embedded_table
@@ -237,11 +243,7 @@ def predict_frame(
     """The rows :func:`predict` would write, as a pandas DataFrame (the Python API's ``Model.predict``)."""
     import pyarrow as pa
 
-    threshold = checked_threshold(model, threshold)
-    table = open_prediction_input(data, input_format)
-    if id_column is not None:
-        table.require([id_column])
-    kept = kept_columns(table, model, id_column=id_column, keep=keep, keep_all=keep_all)
+    threshold, table, kept = _prepare(data, model, id_column, threshold, keep, keep_all, input_format)
     parts = list(prediction_batches(table, model, id_column=id_column, threshold=threshold, keep=kept,
                                     batch_rows=batch_rows))
     if not parts:
