@@ -115,3 +115,19 @@ def test_a_torch_module_as_the_base_is_left_unchanged():
     flagged = est.bundle_.predict(pd.DataFrame(X, columns=[f"x{j}" for j in range(4)]))["corrected"].to_numpy()
     # rows the gate leaves alone get the base's outputs
     assert np.allclose(out[~flagged], base[~flagged], atol=1e-6)
+
+
+def test_a_fairfix_model_as_the_base_keeps_its_classes_order():
+    """A loaded or trained fairfix model as ``base=``: probabilities come back in ``classes_`` order."""
+    import pandas as pd
+
+    X, y, s = data()
+    labels = np.where(y == 1, "yes", "no")
+    frame = pd.DataFrame(X, columns=[f"x{j}" for j in range(4)]).assign(label=labels)
+    base = fairfix.train(frame, label="label", steps=100, hidden=[16, 8], seed=0)
+    est = FairNet(**{**SMALL, "base": base}).fit(frame.drop(columns=["label"]), labels, sensitive_features=s)
+    assert list(est.classes_) == ["no", "yes"] and est.base_ is base
+    proba = est.predict_proba(frame.drop(columns=["label"]))
+    model_proba = est.bundle_.predict_proba(frame.drop(columns=["label"]))
+    order = [base.classes.index(c) for c in est.classes_]
+    assert np.array_equal(proba, model_proba[:, order])
