@@ -4,9 +4,13 @@ Three modes, one training loop:
 
 - ``full``: every row has the sensitive value;
 - ``partial``: some rows have it (empty cell / NaN elsewhere); train on those;
-- ``none``: no sensitive labels; score rows without supervision (Local Outlier
-  Factor on the representation, the base model's own errors, or both) and
-  distil those pseudo-labels into the same MLP.
+- ``none``: no sensitive labels; find pseudo-labels without supervision and
+  distil them into the same MLP: ``clusters`` (the default when the label is
+  known) clusters the representation within each class and marks the clusters
+  the base model serves worse than the rest of their class (GEORGE's
+  within-class clusters ranked by JTT's error signal); ``lof`` (Local Outlier
+  Factor on the representation), ``errors`` (the base model's own errors) or
+  ``combined`` (both) score rows and mark the top ``contamination`` share.
 
 Rows are identified by their position in the table (row id 0..N-1); training
 batches carry row ids, and targets -- true or pseudo -- are looked up by row id,
@@ -32,7 +36,7 @@ SCHEMA = "fairfix.detect/1"
 ARTIFACT_SCHEMA = "fairfix.detector/1"
 WEIGHTS = "detector.safetensors"
 MODES = ("auto", "full", "partial", "none")
-UNSUPERVISED = ("lof", "errors", "combined")
+UNSUPERVISED = ("auto", "clusters", "lof", "errors", "combined")
 SWEEP = tuple(round(t, 2) for t in np.linspace(0.05, 0.95, 19))
 
 
@@ -50,8 +54,11 @@ class DetectorConfig:
     weight_decay: float = 1e-4
     holdout: float = 0.2
     seed: int = 0
-    unsupervised: str = "lof"  # best AUC of the three on Adult and CelebA (docs/results.md)
+    #: "auto": ``clusters`` when the label is known (fit_detector's ``label``), else ``lof``.
+    unsupervised: str = "auto"
     contamination: float = 0.3
+    #: Clusters per class of the ``clusters`` pseudo-labels.
+    clusters: int = 2
     max_unsupervised_rows: int = 20000
     tau: float = 0.5
 
@@ -63,7 +70,7 @@ class DetectorConfig:
         checks = {
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
             "holdout": 0.0 < self.holdout < 1.0, "contamination": 0.0 < self.contamination < 1.0,
-            "hidden": self.hidden >= 0, "tau": 0.0 <= self.tau <= 1.0,
+            "hidden": self.hidden >= 0, "tau": 0.0 <= self.tau <= 1.0, "clusters": 2 <= self.clusters <= 50,
         }
         errors.check_options("detector", self, checks)
 
@@ -81,6 +88,9 @@ class Detector:
     base: dict[str, Any]
     config: DetectorConfig
     report: dict[str, Any] = field(default_factory=dict)
+    #: Mode none, fitted in this process: the pseudo-label (1/0; NaN for rows not scored) of
+    #: every row it was fitted on, by row id.  Never saved: a loaded detector has none.
+    pseudo: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @torch.no_grad()
     def risk(self, values: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 8192) -> np.ndarray:
@@ -297,13 +307,7 @@ def pseudo_scores(
     def lof() -> np.ndarray:
         from sklearn.neighbors import LocalOutlierFactor
 
-        v = values[torch.as_tensor(rows)]
-        if v.dim() == 3:
-            assert mask is not None  # sequences come with their mask
-            keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
-            v = v.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
-        x = v.double().numpy()
-        x = (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+        x = standardised(values, mask, rows)
         est = LocalOutlierFactor(n_neighbors=min(35, len(rows) - 1))
         est.fit(x)
         return -est.negative_outlier_factor_
@@ -318,6 +322,57 @@ def pseudo_scores(
     if method == "errors":
         return errs()
     return (rankdata(lof()) + rankdata(errs())) / (2 * len(rows))
+
+
+def standardised(values: torch.Tensor, mask: torch.Tensor | None, rows: np.ndarray) -> np.ndarray:
+    """``(len(rows), D)`` float64 representations of ``rows``, each column standardised.
+
+    Sequences are mean-pooled over their mask; constant columns are left at 0.
+    """
+    v = values[torch.as_tensor(rows)]
+    if v.dim() == 3:
+        assert mask is not None  # sequences come with their mask
+        keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
+        v = v.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
+    x = v.reshape(len(rows), -1).double().numpy()
+    return (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+
+
+#: Principal components the within-class clustering reads (the representation's leading directions).
+CLUSTER_COMPONENTS = 20
+
+
+def cluster_pseudo_labels(values: torch.Tensor, mask: torch.Tensor | None, rows: np.ndarray, proba: np.ndarray,
+                          y_idx: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Pseudo-minority (1/0) of ``rows``: within each class, the clusters the base serves worse.
+
+    The representation of each class's rows is standardised, reduced to its leading
+    ``CLUSTER_COMPONENTS`` principal components and cut into ``k`` clusters (k-means, as
+    GEORGE finds subclasses); a cluster is pseudo-minority when the base model's mean error
+    on its rows (1 - probability of the true label, as JTT's error signal but soft) is above
+    its class's.  The group's label is never read: a shortcut cell -- rows whose cue disagrees
+    with their class -- is a cluster of its class that the base gets wrong more often.
+    Returns the labels and, per class, each cluster's rows and mean error.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    err = 1.0 - proba[rows, y_idx[rows]]
+    out = np.zeros(len(rows))
+    info: list[dict[str, Any]] = []
+    for c in np.unique(y_idx[rows]):
+        pos = np.flatnonzero(y_idx[rows] == c)
+        if len(pos) < 2 * k:  # too few rows to cut: the class keeps one cell
+            info.append({"class": int(c), "rows": [int(len(pos))], "error": [float(err[pos].mean())]})
+            continue
+        x = standardised(values, mask, rows[pos])
+        x = PCA(n_components=min(CLUSTER_COMPONENTS, len(pos) - 1, x.shape[1]), random_state=seed).fit_transform(x)
+        cut = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
+        sizes = np.bincount(cut, minlength=k)
+        rates = np.bincount(cut, weights=err[pos], minlength=k) / np.maximum(sizes, 1)
+        out[pos] = (rates[cut] > err[pos].mean() + 1e-12).astype(float)
+        info.append({"class": int(c), "rows": sizes.tolist(), "error": [round(float(r), 4) for r in rates]})
+    return out, info
 
 
 # -- evaluation ---------------------------------------------------------------------
@@ -437,20 +492,28 @@ def fit_detector(
     if mode == "none":
         pool = rng.permutation(n)[: config.max_unsupervised_rows]
         pool = np.sort(pool)
-        scores = pseudo_scores(values, mask, pool, config.unsupervised, proba, y_idx, config.seed)
-        cut = np.quantile(scores, 1.0 - config.contamination)
+        method = config.unsupervised if config.unsupervised != "auto" else ("clusters" if y_idx is not None else "lof")
         targets = np.full(n, np.nan)
-        targets[pool] = (scores >= cut).astype(float)  # joined by row id
+        if method == "clusters":
+            if y_idx is None:
+                raise errors.UsageError("--unsupervised clusters needs --label COL (clusters within each class)")
+            targets[pool], clusters = cluster_pseudo_labels(values, mask, pool, proba, y_idx, config.clusters,
+                                                            config.seed)
+            unsup = {"method": method, "rows_scored": int(len(pool)), "clusters_per_class": config.clusters,
+                     "clusters": clusters, "pseudo_minority_share": float(targets[pool].mean())}
+        else:
+            scores = pseudo_scores(values, mask, pool, method, proba, y_idx, config.seed)
+            cut = np.quantile(scores, 1.0 - config.contamination)
+            targets[pool] = (scores >= cut).astype(float)  # joined by row id
+            unsup = {"method": method, "rows_scored": int(len(pool)), "contamination": config.contamination}
         fit_rows = pool
-        unsup = {"method": config.unsupervised, "rows_scored": int(len(pool)),
-                 "contamination": config.contamination}
     else:
         targets = truth
         fit_rows = train_rows
     module = train_module(values, mask, targets, fit_rows, config,
                           progress=(lambda e, t, m: progress("detector", e, t, m)) if progress else None)
     det = Detector(module, layer, group if mode != "none" else None, minority_vals, mode, config.tau,
-                   model.describe(), config)
+                   model.describe(), config, pseudo=targets if mode == "none" else None)
     report: dict[str, Any] = {
         "schema": SCHEMA, "mode": mode, "group_column": truth_col if mode != "none" else group,
         "labeled_rows": int(len(labeled)) if mode != "none" else 0,
