@@ -19,10 +19,11 @@ def correct(
     data: Annotated[str, typer.Argument(help="Training table (CSV, Parquet, JSON Lines, -, adult:train).")],
     model: Annotated[str, typer.Option("--model", help="Base model directory.")],
     label: Annotated[str, typer.Option("--label", help="Label column.")],
-    group: Annotated[list[str], typer.Option(
-        "--group", help="Sensitive column; repeat it to correct several attributes in turn "
-                        "(one detector and adapter each).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="Sensitive column; repeat it to correct several attributes in turn (one detector and "
+                        "adapter each). Without it: mode none, no group label is read (the guard judges "
+                        "pseudo-cells).")] = None,
     detector: Annotated[Path | None, typer.Option(
         "--detector", help="Detector directory from `fairfix detect` (default: fit one)."
     )] = None,
@@ -127,6 +128,10 @@ def correct(
     if log_to_mlflow:
         tracking.check_available()
     modes = list(mode or ["auto"])
+    group = list(group or [])
+    if not group and modes not in (["auto"], ["none"]):
+        raise errors.UsageError(f"--mode {modes[0]} needs a sensitive column (--group COL); without --group the "
+                                "mode is none")
     if len(group) > 1:
         from fairfix.correct.progressive import check_groups, parse_minority
 
@@ -159,7 +164,7 @@ def correct(
                       output=output, force=force, max_accuracy_drop=max_accuracy_drop, guard_se=guard_se,
                       quiet=quiet, log_to_mlflow=log_to_mlflow, model_path=model)
         return
-    group_col, mode_value = group[0], modes[0]
+    group_col, mode_value = (group[0], modes[0]) if group else (None, "none")
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():
         raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")
@@ -183,6 +188,7 @@ def correct(
     for line in [corr.get("warning"), *(doc.get("warnings") or [])]:
         if line:
             _output.warn(line)
+    _output.note(doc["guard_read"])
     if not corrected.enabled:
         reasons = doc["guard"].get("reasons") or ["nothing passed the guard"]
         _output.warn(f"the bundle ships with the adapter disabled (outputs equal the base model's): {reasons[0]} "

@@ -35,8 +35,8 @@ def detect(
         "--eval-group", help="Mode none: a labeled sensitive column used only to measure TPR/FPR."
     )] = None,
     unsupervised: Annotated[str, typer.Option(
-        "--unsupervised", help="Mode none signal: auto (clusters with --label, else lof), clusters (within-class "
-        "clusters the base serves worse), lof, errors or combined."
+        "--unsupervised", help="Mode none signal: auto (neighbours with --label, else lof), neighbours "
+        "(rows of a class whose neighbourhood the base gets wrong), lof, errors or combined."
     )] = "auto",
     contamination: Annotated[float, typer.Option(
         "--contamination", help="Mode none, lof/errors/combined: share of rows pseudo-labeled minority."

@@ -115,8 +115,8 @@ def correct(
     detector's flags where the label is missing) and the guard's cells take the detector's
     group for those rows when the detector is better than chance on its held-out labelled
     rows.  Mode none (``group`` None, or ``detector_config.mode == "none"``) reads no group
-    label: the detector's pseudo-labels (by default within-class clusters the base serves
-    worse) stand for the groups in training and in the guard's cells.  ``group``, when given
+    label: the detector's pseudo-labels (by default the rows of a class whose neighbourhood the
+    base gets wrong) stand for the groups in training and in the guard's cells.  ``group``, when given
     with mode none, is read only after the choice, for the before/after audits; without it
     the audits are by the pseudo-groups.
     """

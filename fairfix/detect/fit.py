@@ -5,10 +5,11 @@ Three modes, one training loop:
 - ``full``: every row has the sensitive value;
 - ``partial``: some rows have it (empty cell / NaN elsewhere); train on those;
 - ``none``: no sensitive labels; find pseudo-labels without supervision and
-  distil them into the same MLP: ``clusters`` (the default when the label is
-  known) clusters the representation within each class and marks the clusters
-  the base model serves worse than the rest of their class (GEORGE's
-  within-class clusters ranked by JTT's error signal); ``lof`` (Local Outlier
+  distil them into the same MLP: ``neighbours`` (the default when the label is
+  known) marks, within each class, the rows whose neighbourhood in the
+  representation the base model gets wrong (JTT's error signal, smoothed over
+  the class's nearest rows as GEORGE's within-class subclasses, cut in two by
+  Otsu's threshold); ``lof`` (Local Outlier
   Factor on the representation), ``errors`` (the base model's own errors) or
   ``combined`` (both) score rows and mark the top ``contamination`` share.
 
@@ -36,7 +37,7 @@ SCHEMA = "fairfix.detect/1"
 ARTIFACT_SCHEMA = "fairfix.detector/1"
 WEIGHTS = "detector.safetensors"
 MODES = ("auto", "full", "partial", "none")
-UNSUPERVISED = ("auto", "clusters", "lof", "errors", "combined")
+UNSUPERVISED = ("auto", "neighbours", "lof", "errors", "combined")
 SWEEP = tuple(round(t, 2) for t in np.linspace(0.05, 0.95, 19))
 
 
@@ -54,11 +55,11 @@ class DetectorConfig:
     weight_decay: float = 1e-4
     holdout: float = 0.2
     seed: int = 0
-    #: "auto": ``clusters`` when the label is known (fit_detector's ``label``), else ``lof``.
+    #: "auto": ``neighbours`` when the label is known (fit_detector's ``label``), else ``lof``.
     unsupervised: str = "auto"
     contamination: float = 0.3
-    #: Clusters per class of the ``clusters`` pseudo-labels.
-    clusters: int = 2
+    #: Rows of the same class whose base errors make a row's ``neighbours`` score.
+    neighbours: int = 20
     max_unsupervised_rows: int = 20000
     tau: float = 0.5
 
@@ -70,7 +71,7 @@ class DetectorConfig:
         checks = {
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
             "holdout": 0.0 < self.holdout < 1.0, "contamination": 0.0 < self.contamination < 1.0,
-            "hidden": self.hidden >= 0, "tau": 0.0 <= self.tau <= 1.0, "clusters": 2 <= self.clusters <= 50,
+            "hidden": self.hidden >= 0, "tau": 0.0 <= self.tau <= 1.0, "neighbours": 2 <= self.neighbours <= 1000,
         }
         errors.check_options("detector", self, checks)
 
@@ -338,41 +339,59 @@ def standardised(values: torch.Tensor, mask: torch.Tensor | None, rows: np.ndarr
     return (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
 
 
-#: Principal components the within-class clustering reads (the representation's leading directions).
-CLUSTER_COMPONENTS = 20
+#: Principal components the neighbourhoods are measured in (the representation's leading directions).
+NEIGHBOUR_COMPONENTS = 20
 
 
-def cluster_pseudo_labels(values: torch.Tensor, mask: torch.Tensor | None, rows: np.ndarray, proba: np.ndarray,
-                          y_idx: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Pseudo-minority (1/0) of ``rows``: within each class, the clusters the base serves worse.
+def neighbour_pseudo_labels(values: torch.Tensor, mask: torch.Tensor | None, rows: np.ndarray, proba: np.ndarray,
+                            y_idx: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Pseudo-minority (1/0) of ``rows``: within each class, the rows in neighbourhoods the base serves worse.
 
-    The representation of each class's rows is standardised, reduced to its leading
-    ``CLUSTER_COMPONENTS`` principal components and cut into ``k`` clusters (k-means, as
-    GEORGE finds subclasses); a cluster is pseudo-minority when the base model's mean error
-    on its rows (1 - probability of the true label, as JTT's error signal but soft) is above
-    its class's.  The group's label is never read: a shortcut cell -- rows whose cue disagrees
-    with their class -- is a cluster of its class that the base gets wrong more often.
-    Returns the labels and, per class, each cluster's rows and mean error.
+    Each class's rows are standardised and reduced to their leading ``NEIGHBOUR_COMPONENTS``
+    principal components; a row's score is the base model's mean error (1 - probability of the
+    true label: JTT's error signal, soft) over its ``k`` nearest rows of the same class (itself
+    included), and the class's scores are cut in two where the two sides are best separated
+    (Otsu's threshold: no share to choose).  A shortcut cell -- rows whose cue disagrees with
+    their class -- is a region of its class where the base errs, so its rows score high even
+    where the base got them right; no group label is read.  Returns the labels and, per class,
+    its rows, the cut and the pseudo-minority's rows and mean error.
     """
-    from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
 
     err = 1.0 - proba[rows, y_idx[rows]]
     out = np.zeros(len(rows))
     info: list[dict[str, Any]] = []
     for c in np.unique(y_idx[rows]):
         pos = np.flatnonzero(y_idx[rows] == c)
-        if len(pos) < 2 * k:  # too few rows to cut: the class keeps one cell
-            info.append({"class": int(c), "rows": [int(len(pos))], "error": [float(err[pos].mean())]})
+        if len(pos) < 2:
             continue
         x = standardised(values, mask, rows[pos])
-        x = PCA(n_components=min(CLUSTER_COMPONENTS, len(pos) - 1, x.shape[1]), random_state=seed).fit_transform(x)
-        cut = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
-        sizes = np.bincount(cut, minlength=k)
-        rates = np.bincount(cut, weights=err[pos], minlength=k) / np.maximum(sizes, 1)
-        out[pos] = (rates[cut] > err[pos].mean() + 1e-12).astype(float)
-        info.append({"class": int(c), "rows": sizes.tolist(), "error": [round(float(r), 4) for r in rates]})
+        x = PCA(n_components=min(NEIGHBOUR_COMPONENTS, len(pos) - 1, x.shape[1]), random_state=seed).fit_transform(x)
+        near = NearestNeighbors(n_neighbors=min(k, len(pos))).fit(x).kneighbors(x, return_distance=False)
+        score = err[pos][near].mean(1)
+        cut = otsu(score)
+        out[pos] = (score > cut).astype(float)
+        flagged = out[pos] == 1
+        info.append({"class": int(c), "rows": int(len(pos)), "cut": round(cut, 4),
+                     "pseudo_minority": int(flagged.sum()),
+                     "error": [round(float(err[pos][~flagged].mean()), 4) if (~flagged).any() else None,
+                               round(float(err[pos][flagged].mean()), 4) if flagged.any() else None]})
     return out, info
+
+
+def otsu(scores: np.ndarray) -> float:
+    """The threshold that best separates ``scores`` in two (most between-side variance); max for one value."""
+    v = np.sort(scores)
+    n = len(v)
+    if n < 2 or v[0] == v[-1]:
+        return float(v[-1]) if n else 0.0
+    left = np.cumsum(v)[:-1]
+    i = np.arange(1, n)
+    between = i * (n - i) * (left / i - (v.sum() - left) / (n - i)) ** 2
+    between[v[1:] == v[:-1]] = -1.0  # a cut between equal values separates nothing
+    best = int(np.argmax(between))
+    return float((v[best] + v[best + 1]) / 2)
 
 
 # -- evaluation ---------------------------------------------------------------------
@@ -492,15 +511,17 @@ def fit_detector(
     if mode == "none":
         pool = rng.permutation(n)[: config.max_unsupervised_rows]
         pool = np.sort(pool)
-        method = config.unsupervised if config.unsupervised != "auto" else ("clusters" if y_idx is not None else "lof")
+        method = config.unsupervised
+        if method == "auto":
+            method = "neighbours" if y_idx is not None else "lof"
         targets = np.full(n, np.nan)
-        if method == "clusters":
+        if method == "neighbours":
             if y_idx is None:
-                raise errors.UsageError("--unsupervised clusters needs --label COL (clusters within each class)")
-            targets[pool], clusters = cluster_pseudo_labels(values, mask, pool, proba, y_idx, config.clusters,
-                                                            config.seed)
-            unsup = {"method": method, "rows_scored": int(len(pool)), "clusters_per_class": config.clusters,
-                     "clusters": clusters, "pseudo_minority_share": float(targets[pool].mean())}
+                raise errors.UsageError("--unsupervised neighbours needs --label COL (the base's errors per class)")
+            targets[pool], classes = neighbour_pseudo_labels(values, mask, pool, proba, y_idx, config.neighbours,
+                                                             config.seed)
+            unsup = {"method": method, "rows_scored": int(len(pool)), "neighbours": config.neighbours,
+                     "classes": classes, "pseudo_minority_share": float(targets[pool].mean())}
         else:
             scores = pseudo_scores(values, mask, pool, method, proba, y_idx, config.seed)
             cut = np.quantile(scores, 1.0 - config.contamination)
