@@ -190,6 +190,13 @@ def correct(
     corrected, record = fit_fairnet(model, detector, rows, config, split=split, progress=progress,
                                     checkpoint=checkpoint, resume=resume)
     held = record.pop("_held_out")
+    read = record["evidence"]["groups"]
+    if read["kind"] == "labels+detector":  # how good the detector's groups are, as measured on labelled rows
+        rep = detector.report
+        read["detector_tpr"], read["detector_fpr"], read["detector_measured_on"] = (
+            rep["tpr"], rep["fpr"], rep["heldout_rows"])
+        read["text"] += (f" (the detector's TPR {rep['tpr']:.2f}, FPR {rep['fpr']:.2f} on its "
+                         f"{rep['heldout_rows']} held-out labelled rows)")
 
     audit_group = group or PSEUDO_GROUP
     if eval_data is None:  # the guard's own rows: the base's predictions against the held-out adapters'
@@ -296,7 +303,8 @@ def _fill_codes(detector: Any, distinct: list[str]) -> tuple[int, int] | None:
         return None
     mins = [distinct.index(str(v)) for v in detector.minority if str(v) in distinct]
     rest = [i for i in range(len(distinct)) if i not in mins]
-    return (mins[0] if len(mins) == 1 else len(distinct), rest[0] if len(rest) == 1 else len(distinct) + 1)
+    flagged = mins[0] if len(mins) == 1 else len(distinct)
+    return flagged, rest[0] if len(rest) == 1 else max(flagged, len(distinct) - 1) + 1
 
 
 def _worst_group(audit: dict[str, Any], group: str) -> list[Any]:
