@@ -522,6 +522,11 @@ def fit_detector(
                                                              config.seed)
             unsup = {"method": method, "rows_scored": int(len(pool)), "neighbours": config.neighbours,
                      "classes": classes, "pseudo_minority_share": float(targets[pool].mean())}
+            if not 0 < targets[pool].sum() < len(pool):
+                raise errors.DataError(
+                    f"--mode none: the base model's errors single out no rows within any class ({len(pool)} rows, "
+                    f"{int(round((1 - proba[pool, y_idx[pool]]).sum()))} errors' worth of probability): there is "
+                    "nothing to find without group labels; pass --group COL with some labels")
         else:
             scores = pseudo_scores(values, mask, pool, method, proba, y_idx, config.seed)
             cut = np.quantile(scores, 1.0 - config.contamination)

@@ -205,3 +205,17 @@ def test_benchmark_reports_the_detector_against_the_truth():
     assert out["group"]["tpr"] == 0.75 and out["group"]["fpr"] == 0.25  # red flagged 3/4, green 1/4
     assert out["group"]["auc"] == pytest.approx(14 / 16)
     assert out["cells"]["tpr"] == 0.25 and out["cells"]["fpr"] == 0.75  # shortcut cells: (red, 0), (green, 1)
+
+
+def test_mode_none_on_a_base_without_errors_says_there_is_nothing_to_find(monkeypatch):
+    import fairfix.detect.fit as fit
+    from fairfix import errors
+
+    frame = pd.DataFrame({"x": np.arange(40.0), "y": ["no", "yes"] * 20})
+    y = (frame["y"] == "yes").to_numpy()
+    proba = np.stack([~y, y], 1).astype(float)  # always right, fully sure
+    monkeypatch.setattr(fit, "_representations", lambda model, fr, layer, progress: (
+        torch.as_tensor(fr[["x"]].to_numpy().copy()), None, proba))
+    base = SimpleNamespace(input_columns=["x"], classes=["no", "yes"], default_tap_layer="t")
+    with pytest.raises(errors.DataError, match="single out no rows within any class"):
+        fit.fit_detector(frame, base, label="y", config=DetectorConfig(mode="none", epochs=1))
