@@ -219,3 +219,15 @@ def test_mode_none_on_a_base_without_errors_says_there_is_nothing_to_find(monkey
     base = SimpleNamespace(input_columns=["x"], classes=["no", "yes"], default_tap_layer="t")
     with pytest.raises(errors.DataError, match="single out no rows within any class"):
         fit.fit_detector(frame, base, label="y", config=DetectorConfig(mode="none", epochs=1))
+
+
+def test_checkpoint_key_of_mode_none_does_not_depend_on_the_risk_callable():
+    from fairfix.correct.checkpoint import run_key
+
+    model = SimpleNamespace(digest="abc")
+    det = SimpleNamespace(module=torch.nn.Linear(2, 1), layer="t", tau=0.5, minority=[])
+    data = {"y": np.arange(4), "group": None, "pseudo": np.array([0.0, 1.0, 0.0, 1.0])}
+    keys = [run_key(model, det, {**data, "oof_risk": lambda parts: parts}, None, CorrectConfig()) for _ in range(2)]
+    assert keys[0] == keys[1]
+    other = run_key(model, det, {**data, "pseudo": np.array([1.0, 1.0, 0.0, 1.0])}, None, CorrectConfig())
+    assert other["data"] != keys[0]["data"]  # the pseudo-labels are part of what the checkpoint was for
