@@ -231,3 +231,19 @@ def test_checkpoint_key_of_mode_none_does_not_depend_on_the_risk_callable():
     assert keys[0] == keys[1]
     other = run_key(model, det, {**data, "pseudo": np.array([1.0, 1.0, 0.0, 1.0])}, None, CorrectConfig())
     assert other["data"] != keys[0]["data"]  # the pseudo-labels are part of what the checkpoint was for
+
+
+def test_random_labels_stay_off_without_group_labels(tmp_path):
+    """Labels that nothing predicts: the pseudo-cells hold no gain beyond noise, and the adapter ships off."""
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({"x0": rng.normal(size=700), "x1": rng.normal(size=700), "x2": rng.normal(size=700),
+                          "y": rng.choice(["no", "yes"], 700)})
+    model, info = train_tabular(frame.iloc[:300], label="y", features=["x0", "x1", "x2"],
+                                config=TrainConfig(hidden=[16, 8], epochs=40, seed=0))
+    corrected, res = correct(frame.iloc[300:].reset_index(drop=True), model, label="y", group=None,
+                             detector_config=DetectorConfig(epochs=5, seed=0), config=CorrectConfig(**FAST))
+    assert res["record"]["evidence"]["groups"]["kind"] == "pseudo"
+    assert not corrected.enabled and res["record"]["guard"]["reasons"]
+    # some settings raised the worst pseudo-cell out of fold, by luck: the band is what kept them off
+    base = res["record"]["base_validation"]["worst_group_accuracy"]
+    assert any(r["worst_group_accuracy"] > base for r in res["record"]["sweep"])
