@@ -19,10 +19,11 @@ def correct(
     data: Annotated[str, typer.Argument(help="Training table (CSV, Parquet, JSON Lines, -, adult:train).")],
     model: Annotated[str, typer.Option("--model", help="Base model directory.")],
     label: Annotated[str, typer.Option("--label", help="Label column.")],
-    group: Annotated[list[str], typer.Option(
-        "--group", help="Sensitive column; repeat it to correct several attributes in turn "
-                        "(one detector and adapter each).")],
     out: Annotated[Path, typer.Option("--out", help="Bundle directory to create.")],
+    group: Annotated[list[str] | None, typer.Option(
+        "--group", help="Sensitive column; repeat it to correct several attributes in turn (one detector and "
+                        "adapter each). Without it: mode none, no group label is read (the guard judges "
+                        "pseudo-cells).")] = None,
     detector: Annotated[Path | None, typer.Option(
         "--detector", help="Detector directory from `fairfix detect` (default: fit one)."
     )] = None,
@@ -159,6 +160,8 @@ def correct(
     for line in [corr.get("warning"), *(doc.get("warnings") or [])]:
         if line:
             _output.warn(line)
+    if doc.get("guard_read"):
+        _output.note(doc["guard_read"])
     if not corrected.enabled:
         reasons = doc["guard"].get("reasons") or ["nothing passed the guard"]
         _output.warn(f"the bundle ships with the adapter disabled (outputs equal the base model's): {reasons[0]} "

@@ -35,10 +35,11 @@ def detect(
         "--eval-group", help="Mode none: a labeled sensitive column used only to measure TPR/FPR."
     )] = None,
     unsupervised: Annotated[str, typer.Option(
-        "--unsupervised", help="Mode none signal: lof, errors or combined."
-    )] = "lof",
+        "--unsupervised", help="Mode none signal: auto (neighbours with --label, else lof), neighbours "
+        "(rows of a class whose neighbourhood the base gets wrong), lof, errors or combined."
+    )] = "auto",
     contamination: Annotated[float, typer.Option(
-        "--contamination", help="Mode none: share of rows pseudo-labeled minority."
+        "--contamination", help="Mode none, lof/errors/combined: share of rows pseudo-labeled minority."
     )] = 0.3,
     tau: Annotated[float, typer.Option("--tau", help="Risk threshold the report is measured at.")] = 0.5,
     epochs: Annotated[int, typer.Option("--epochs", help="Detector training epochs.")] = 40,

@@ -53,7 +53,8 @@ def save_correction(out: str | Path, corrected: Any, result: dict[str, Any], *, 
                                        config={**asdict(config), "label": label, "group": list(groups),
                                                **(extra_config or {})})
     return save_bundle(out, corrected, result["record"], force=force, reports=reports, write_base=write_base,
-                       extra_config={"label": label, "group": groups[0], **(extra_config or {})})
+                       extra_config={"label": label, "group": groups[0] if groups else None,
+                                     **(extra_config or {})})
 
 
 def _base_ref(base: Any, write_base: BaseWriter | None, detectors: Sequence[Any]) -> tuple[dict[str, Any], Any]:

@@ -301,9 +301,20 @@ def fit_fairnet(
     """Train the adapter and choose (budget, strength, gate) under the no-loss guard.
 
     ``data``: ``{"inputs": encoded inputs, "y": class indices (N,), "minority": 1/0/-1 per
-    row for training (-1 unknown; None: no labels at all, the detector's flags stand in),
-    "group": group codes the guard reads (-1 unknown), "minority_eval": 1/0/-1 per row
-    from the group labels (the plan's cells), "guard_groups": {name: codes} (optional)}``.
+    row for training (-1 unknown: the detector's flag stands in; None: no labels at all),
+    "group": group codes the guard reads (-1 unknown), or None: no group label is read at
+    all (mode none), "pseudo": 1/0/NaN per row (optional, mode none: the detector's
+    pseudo-labels; NaN or absent: its flags), "fill_group": (code if flagged, code if not)
+    (optional, partial labels: rows with an unknown group get the detector's group in the
+    guard's cells), "oof_risk": parts -> risk (optional, cross-fitting: the detector's risk of
+    every row from a detector that did not fit it; the guard's gates read it), "guard_groups":
+    {name: codes} (optional)}``.
+
+    Without group labels (``group`` None) the guard's cells are (class, pseudo-group), the
+    pseudo-group being the detector's pseudo-label: its worst-group figure is the worst
+    pseudo-cell's, and the record says so (``evidence["groups"]``).  Pseudo-groups are found
+    within each class, so the rest of a class is never the worse-served cell: the adapter for
+    every row (cell-balanced, gate "all") is always a candidate beside the gated one.
 
     The guard's evidence: ``config.folds`` cross-fitted folds (every row judged by adapters
     that did not train on it; the shipped adapter is then trained on every row for the
@@ -327,21 +338,19 @@ def fit_fairnet(
     y = np.asarray(data["y"])
     n = len(y)
     y_t = torch.as_tensor(y)
-    g = np.asarray(data["group"])
     flagged = (risk > detector.tau).astype(np.int64)
-    m = flagged if data.get("minority") is None else np.where(np.asarray(data["minority"]) >= 0,
-                                                               data["minority"], flagged)
-    m_eval = np.asarray(data["minority_eval"])
+    g, m, groups_read = guard_cells(data, flagged)
     guard_groups = data.get("guard_groups") or {}
     strata = g * n_classes + y
     parts = [split] if split is not None else fold_rows(strata, config.folds, config.seed)
     evidence = np.sort(split[1]) if split is not None else np.arange(n)
     fit_ids = np.sort(split[0]) if split is not None else np.arange(n)
     count_fit = np.stack([np.bincount(y[fit_ids][m[fit_ids] == k], minlength=n_classes) for k in (0, 1)])
-    plan = correction_plan(m_eval[evidence], y[evidence], base_pred[evidence], n_classes, config.groups, count_fit)
+    plan = correction_plan(m[evidence], y[evidence], base_pred[evidence], n_classes, config.groups, count_fit)
     # the minority alone is always a candidate; when every group holds an under-served cell, an adapter
-    # for all of them is trained too, and the guard chooses between them
-    plans = ["all", "minority"] if plan["groups"] == "all" else ["minority"]
+    # for all of them is trained too, and the guard chooses between them (pseudo-groups: always)
+    pseudo_all = groups_read["kind"] == "pseudo" and config.groups == "auto"
+    plans = ["all", "minority"] if plan["groups"] == "all" or pseudo_all else ["minority"]
     z_n = F.normalize(z, dim=-1) if config.normalize and config.distance == "euclidean" else z
     m_t = torch.as_tensor(m)
 
@@ -419,10 +428,18 @@ def fit_fairnet(
                    for name, codes in guard_groups.items()}
     gates: list[tuple[str, float | None]] = [("detector", t) for t in
                                              ([config.tau] if config.tau is not None else list(TAUS))]
+    if pseudo_all and config.tau is None:
+        # pseudo-groups are cells within a class, which a gate cannot see at inference: the detector learns
+        # them from the representation alone and generalises worse than its folds suggest (coloured digits:
+        # a gate chosen at 0.82 out-of-fold worst pseudo-cell gave 0.65 on test, docs/results.md); without
+        # group labels the adapter is on for every row (a gate needs an explicit --tau)
+        gates = []
     if "all" in plans:
         gates.append(("all", None))
     on_ev = {p: a[..., ev] for p, a in adapted.items()}
-    ev_kw: dict[str, Any] = {"base_pred": base_pred[ev], "y": y[ev], "g": g[ev], "risk": risk[ev],
+    # the gate as the guard sees it: a detector fitted on the guard's own pseudo-labels is re-fitted per fold
+    gate_risk = data["oof_risk"](parts) if data.get("oof_risk") is not None and split is None else risk
+    ev_kw: dict[str, Any] = {"base_pred": base_pred[ev], "y": y[ev], "g": g[ev], "risk": gate_risk[ev],
                              "n_classes": n_classes}
     sweep = select.sweep(on_ev, budgets, config, gates=gates, positive=pos,
                          guard_groups={k: v[ev] for k, v in guard_groups.items()}, **ev_kw)
@@ -440,7 +457,7 @@ def fit_fairnet(
                      "val_fraction": config.val_fraction if split is not None else None,
                      "rows": int(len(ev)), "smallest_cell_rows": int(cells[occupied].min()) if len(occupied) else 0,
                      "worst_cell_rows": int(cells[worst]) if worst is not None else 0,  # the base's worst cell
-                     "budget": budget, "candidates": len(sweep)}
+                     "budget": budget, "candidates": len(sweep), "groups": groups_read}
 
     # -- the shipped adapter: trained on every row (cross-fit) or the split's training rows, for the chosen budget
     final_plan = choice["groups"] if choice is not None else plans[-1]
@@ -483,7 +500,8 @@ def fit_fairnet(
     correction = {
         "groups": final_plan,
         "candidates": plans,
-        "corrected_groups": [*map(str, detector.minority), *(["the other groups"] if final_plan == "all" else [])],
+        "corrected_groups": ([*map(str, detector.minority)] or ["the pseudo-minority cells"])
+                            + (["the other groups"] if final_plan == "all" else []),
         "minority": list(detector.minority),
         "reference_group": ["minority" if r else "rest" for r in plan["reference"]],
         "cell_accuracy_validation": plan["cell_accuracy_validation"],
@@ -501,7 +519,7 @@ def fit_fairnet(
                                prototypes={"cells": protos, "counts": counts, "reference": reference},
                                info={"targets": list(targets)})
     held_pred = (base_pred[ev] if choice is None
-                 else select.setting_classes(choice, on_ev, budgets, config, base_pred[ev], risk[ev]))
+                 else select.setting_classes(choice, on_ev, budgets, config, base_pred[ev], gate_risk[ev]))
     record = {
         "base_validation": base_metrics,
         "chosen": choice,
@@ -520,9 +538,45 @@ def fit_fairnet(
         "targets": list(targets),
         "config": asdict(config),
         # arrays for the caller's out-of-fold audit (popped before the record is written anywhere)
-        "_held_out": {"rows": ev, "base_pred": base_pred[ev], "pred": held_pred, "base_pred_all": base_pred},
+        "_held_out": {"rows": ev, "base_pred": base_pred[ev], "pred": held_pred, "base_pred_all": base_pred,
+                      "g": g[ev]},
     }
     return corrected, record
+
+
+def guard_cells(data: dict[str, Any], flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The guard's group codes, the training rows' minority (1/0) and what the guard read.
+
+    With group labels: the codes as given, unknown ones (partial labels) filled from the
+    detector's flags when ``fill_group`` is given (else left -1: counted in accuracy only).
+    Without (``group`` None): the pseudo-labels, or the flags where there are none.
+    """
+    n = len(flagged)
+    if data.get("group") is None:
+        pseudo = data.get("pseudo")
+        pm = flagged.copy() if pseudo is None else np.where(np.isnan(pseudo), flagged, pseudo).astype(np.int64)
+        return pm, pm, {"kind": "pseudo", "labelled_rows": 0, "detector_rows": n,
+                        "text": "the guard read no group labels: its cells are (label, pseudo-group), the "
+                                "pseudo-group found without group labels (the detector's pseudo-labels), and "
+                                "its worst-group figure is the worst pseudo-cell's"}
+    g = np.asarray(data["group"]).copy()
+    unknown = g < 0
+    fill = data.get("fill_group")
+    if fill is not None:
+        g[unknown] = np.where(flagged[unknown] == 1, fill[0], fill[1])
+    minority = data.get("minority")
+    m = flagged if minority is None else np.where(np.asarray(minority) >= 0, minority, flagged)
+    labelled = int((~unknown).sum())
+    if not unknown.any():
+        return g, m, {"kind": "labels", "labelled_rows": labelled, "detector_rows": 0,
+                      "text": f"the guard read the group labels of all {labelled} rows"}
+    if fill is None:
+        return g, m, {"kind": "labels", "labelled_rows": labelled, "detector_rows": 0,
+                      "text": f"the guard read the group labels of {labelled} rows; the {int(unknown.sum())} rows "
+                              "without one count in accuracy only"}
+    return g, m, {"kind": "labels+detector", "labelled_rows": labelled, "detector_rows": int(unknown.sum()),
+                  "text": f"the guard read the group labels of {labelled} rows and the detector's groups (its flags: "
+                          f"minority or not) of the {int(unknown.sum())} rows without one"}
 
 
 def minority_codes(values: Sequence[Any], minority: Sequence[Any]) -> np.ndarray:

@@ -15,7 +15,7 @@ def correct_job(
     model: Any,
     *,
     label: str,
-    groups: str | Sequence[str],
+    groups: str | Sequence[str] | None,
     minority: Sequence[Any] | Mapping[str, Sequence[Any]] | None = None,
     modes: Sequence[str] = ("auto",),
     detector: Any = None,
@@ -53,23 +53,28 @@ def correct_job(
                             eval_data=eval_data, input_format=input_format, progress=progress)
     from fairfix.correct.run import correct
 
-    return correct(data, model, label=label, group=groups[0], minority=checked,
+    return correct(data, model, label=label, group=groups[0] if groups else None, minority=checked,
                    detector=str(detector) if isinstance(detector, str | Path) else detector,
                    detector_config=DetectorConfig(mode=modes[0], seed=config.seed), config=config,
                    eval_data=eval_data, input_format=input_format, progress=progress, checkpoint=checkpoint,
                    resume=resume)
 
 
-def check_job(groups: str | Sequence[str], modes: Sequence[str], minority: Any, *, detector: Any = None,
+def check_job(groups: str | Sequence[str] | None, modes: Sequence[str], minority: Any, *, detector: Any = None,
               resume: bool | str = False) -> tuple[list[str], list[str], Any]:
     """The columns, modes and minority values of a job, checked before any work (:func:`correct_job`).
 
     The minority comes back as ``{column: [values]}`` for several columns, else as a list.
     """
-    groups = [groups] if isinstance(groups, str) else list(groups)
+    groups = [groups] if isinstance(groups, str) else list(groups or [])
     modes = list(modes) or ["auto"]
-    if not groups:
-        raise errors.UsageError("--group: name at least one sensitive column")
+    if not groups:  # no sensitive column: mode none, the guard reads no group label
+        if modes not in (["auto"], ["none"]):
+            raise errors.UsageError(f"--mode {modes[0]} needs a sensitive column (--group COL); without --group "
+                                    "the mode is none")
+        if isinstance(minority, Mapping) or minority:
+            raise errors.UsageError("--minority: needs a sensitive column (--group COL)")
+        return [], ["none"], None
     if len(groups) > 1:
         from fairfix.correct.progressive import check_groups, parse_minority
 

@@ -231,7 +231,7 @@ def correct_many(
         if detector.mode == "none" and not detector.minority:
             detector.minority = _default_minority_on_val(current, judge_frame, label, group)
         truth = minority_codes(list(group_values(frame, group)[0]), detector.minority)
-        rows = {"inputs": inputs, "y": y_all, "group": codes[group], "minority_eval": truth,
+        rows = {"inputs": inputs, "y": y_all, "group": codes[group],
                 "minority": None if detector.mode == "none" else truth,
                 "guard_groups": {g: codes[g] for g in groups if g != group}}
         name = adapter_name(k, group)

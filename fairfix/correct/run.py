@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,20 @@ from fairfix.data.frames import SOURCE, source_name
 from fairfix.models.base import Model
 
 
-def detector_summary(corrected: CorrectedModel, frame: Any, group: str) -> dict[str, Any]:
-    """The detector on the evaluation rows: TPR/FPR against the minority labels, activation rates."""
+def detector_summary(corrected: CorrectedModel, frame: Any, group: str, minority: Sequence[Any] | None = None
+                     ) -> dict[str, Any]:
+    """The detector on the evaluation rows: TPR/FPR against the minority labels, activation rates.
+
+    ``minority``: the group values counted as minority (default: the detector's own).
+    """
     from fairfix.data.groups import group_values
 
     _, extras = corrected.predict_with_extras(frame)
     flagged = extras["corrected"]
     risk = extras["risk"]
     gvals, _ = group_values(frame, group)
-    truth = minority_codes(list(gvals), corrected.detector.minority)
+    minority = corrected.detector.minority if minority is None else list(minority)
+    truth = minority_codes(list(gvals), minority)
     tau = corrected.tau if corrected.tau is not None else corrected.detector.tau
     raw = risk > tau  # what the detector says at the operating tau, adapter on or off
     known = truth >= 0
@@ -40,7 +46,7 @@ def detector_summary(corrected: CorrectedModel, frame: Any, group: str) -> dict[
         "fpr": float(raw[neg].mean()) if neg.any() else None,
         "activation_rate": float(flagged.mean()),
         "activation_rate_by_group": by_group,
-        "minority": corrected.detector.minority,
+        "minority": minority,
         "mode": corrected.detector.mode,
     }
 
@@ -85,7 +91,7 @@ def correct(
     model: Any,
     *,
     label: str,
-    group: str,
+    group: str | None,
     minority: Sequence[Any] | None = None,
     detector: Any = None,
     detector_config: Any = None,
@@ -103,9 +109,16 @@ def correct(
     and group), or on a plain split when ``config.val_fraction`` is set.  The before/after
     audits run on ``eval_data`` when given, else on the guard's rows: the base's predictions
     against the held-out adapters' (out-of-fold, so not the shipped adapter's in-sample
-    figures).  With ``detector_config.mode == "none"`` the group labels are not used for
-    training (the detector is unsupervised and the adapter trains on flagged rows); the
-    guard still reads them.
+    figures).
+
+    Label modes: partial labels (empty group cells) train the adapter on every row (the
+    detector's flags where the label is missing) and the guard's cells take the detector's
+    group for those rows when the detector is better than chance on its held-out labelled
+    rows.  Mode none (``group`` None, or ``detector_config.mode == "none"``) reads no group
+    label: the detector's pseudo-labels (by default the rows of a class whose neighbourhood the
+    base gets wrong) stand for the groups in training and in the guard's cells.  ``group``, when given
+    with mode none, is read only after the choice, for the before/after audits; without it
+    the audits are by the pseudo-groups.
     """
     import fairfix
     from fairfix.data.frames import read_frame
@@ -120,75 +133,116 @@ def correct(
     from fairfix.report.compare import build_compare
 
     config = config or CorrectConfig()
-    full = [group] if detector is None and detector_config is not None and detector_config.mode == "full" else []
-    frame, y_all = training_frame(data, model, label=label, groups=[group], input_format=input_format, full=full)
-    gvals, distinct = group_values(frame, group)
-    g_codes, _ = group_codes(list(gvals))
-    strata = g_codes * len(model.classes) + y_all
-    split = None if config.val_fraction is None else split_rows(len(frame), config.val_fraction, strata, config.seed)
-    # the detector and the default minority: the training rows of a plain split, every row when cross-fitting
-    fit_frame = frame if split is None else frame.iloc[split[0]].reset_index(drop=True)
-    judge_frame = frame if split is None else frame.iloc[split[1]].reset_index(drop=True)
-
     if isinstance(detector, str | Path):
         detector = load_detector(detector, model)
-    worst = None
-    if detector is None:
-        dcfg = detector_config or DetectorConfig(seed=config.seed)
-        det_frame = fit_frame
-        if dcfg.mode == "none":
-            det_frame = fit_frame.drop(columns=[group])
-        elif not minority:
-            # DESIGN.md section 3: the default minority is the group of the worst cell on the guard's rows
-            # (not on the detector's own held-out rows, which are few when labels are partial).
-            minority, worst = default_minority(judge_frame, np.arange(len(judge_frame)), model, label, group)
-        detector = fit_detector(det_frame, model, group=None if dcfg.mode == "none" else group,
-                                minority=minority, label=label, config=dcfg, progress=progress)
-        if worst is not None:  # say how the minority was chosen, as `fairfix detect` does
-            detector.report.update(minority_chosen_by="worst (group, label) cell of the base model on the guard's "
-                                                      "rows", worst_cell=worst)
-    if not isinstance(detector, Detector):
+    if detector is not None and not isinstance(detector, Detector):
         raise errors.UsageError("detector must be a fairfix Detector or a detector directory")
-    minority_vals = detector.minority
-    if detector.mode == "none":
-        # No sensitive labels in training: the detector's flags stand for minority membership.
-        if not minority_vals:
-            minority_vals = _default_minority_on_val(model, judge_frame, label, group)
-            detector.minority = minority_vals
-    truth = minority_codes(list(gvals), minority_vals)
-    rows = {"inputs": model.encode(frame), "y": y_all, "group": g_codes, "minority_eval": truth,
-            "minority": None if detector.mode == "none" else truth}
+    dcfg = detector_config or DetectorConfig(seed=config.seed)
+    if detector is None and group is None and dcfg.mode in ("full", "partial"):
+        raise errors.UsageError(f"--mode {dcfg.mode} needs a sensitive column (--group COL)")
+    if detector is not None and group is None and detector.mode != "none":
+        raise errors.UsageError(f"--detector was fitted with group labels (mode {detector.mode}): pass --group COL")
+    blind = detector.mode == "none" if detector is not None else (group is None or dcfg.mode == "none")
+    full = [group] if detector is None and dcfg.mode == "full" and group is not None else []
+    frame, y_all = training_frame(data, model, label=label, groups=[group] if group is not None else [],
+                                  input_format=input_format, full=full)
+    n_classes = len(model.classes)
+    # mode none: nothing before the choice reads the group column (it is dropped unless the model reads it)
+    seen = frame.drop(columns=[group]) if blind and group is not None and group not in model.input_columns else frame
+    if blind:
+        g_codes = None
+        strata = y_all
+    else:
+        assert group is not None
+        gvals, _ = group_values(frame, group)
+        g_codes, distinct = group_codes(list(gvals))
+        strata = g_codes * n_classes + y_all
+    split = None if config.val_fraction is None else split_rows(len(frame), config.val_fraction, strata, config.seed)
+    fit_ids = np.arange(len(frame)) if split is None else split[0]
+    # the detector and the default minority: the training rows of a plain split, every row when cross-fitting
+    fit_frame = seen if split is None else seen.iloc[split[0]].reset_index(drop=True)
+    judge_frame = seen if split is None else seen.iloc[split[1]].reset_index(drop=True)
+
+    if detector is None:
+        if blind:
+            detector = fit_detector(fit_frame, model, group=None, label=label,
+                                    config=replace(dcfg, mode="none"), progress=progress)
+        else:
+            assert group is not None  # not blind
+            worst = None
+            if not minority:
+                # DESIGN.md section 3: the default minority is the group of the worst cell on the guard's rows
+                # (not on the detector's own held-out rows, which are few when labels are partial).
+                minority, worst = default_minority(judge_frame, np.arange(len(judge_frame)), model, label, group)
+            detector = fit_detector(fit_frame, model, group=group, minority=minority, label=label, config=dcfg,
+                                    progress=progress)
+            if worst is not None:  # say how the minority was chosen, as `fairfix detect` does
+                detector.report.update(minority_chosen_by="worst (group, label) cell of the base model on the "
+                                                          "guard's rows", worst_cell=worst)
+    rows: dict[str, Any] = {"inputs": model.encode(seen), "y": y_all}
+    if blind:
+        rows.update(group=None, minority=None)
+        if detector.pseudo is not None:  # the pseudo-labels it was fitted on, by row id of the fit's rows
+            pseudo = np.full(len(frame), np.nan)
+            pseudo[fit_ids] = detector.pseudo
+            rows["pseudo"] = pseudo
+            if split is None:  # the detector learnt the guard's own pseudo-labels: the gates read it out of fold
+                fitted = detector
+                rows["oof_risk"] = lambda parts: out_of_fold_risk(model, seen, fitted, pseudo, parts)
+    else:
+        truth = minority_codes(list(gvals), detector.minority)
+        rows.update(group=g_codes, minority=truth, fill_group=_fill_codes(detector, distinct))
     corrected, record = fit_fairnet(model, detector, rows, config, split=split, progress=progress,
                                     checkpoint=checkpoint, resume=resume)
     held = record.pop("_held_out")
+    read = record["evidence"]["groups"]
+    if read["kind"] == "labels+detector":  # how good the detector's groups are, as measured on labelled rows
+        rep = detector.report
+        read["detector_tpr"], read["detector_fpr"], read["detector_measured_on"] = (
+            rep["tpr"], rep["fpr"], rep["heldout_rows"])
+        read["text"] += (f" (the detector's TPR {rep['tpr']:.2f}, FPR {rep['fpr']:.2f} on its "
+                         f"{rep['heldout_rows']} held-out labelled rows)")
 
+    audit_group = group or PSEUDO_GROUP
     if eval_data is None:  # the guard's own rows: the base's predictions against the held-out adapters'
         eval_frame = frame.iloc[held["rows"]].reset_index(drop=True)
         eval_name = ("validation split" if split is not None
                      else f"out-of-fold predictions on DATA ({config.folds} folds)")
         eval_frame.attrs = {**eval_frame.attrs, SOURCE: f"{eval_name} of {source_name(frame)}"}  # audits name it
         classes: tuple[Any, Any] | None = (held["base_pred"], held["pred"])
+        pseudo_eval = held["g"]
     else:
         eval_frame = read_frame(eval_data, None, input_format)
         eval_name = (str(eval_data) if isinstance(eval_data, str | Path)
                      else f"<in-memory table of {len(eval_frame)} rows>")
         classes = None
+        pseudo_eval = None
+    if group is None:  # no group column at all: the audits are by the guard's pseudo-groups
+        if pseudo_eval is None:
+            _, extras = corrected.predict_with_extras(eval_frame)
+            pseudo_eval = (extras["risk"] > detector.tau).astype(np.int64)
+        eval_frame = eval_frame.assign(**{PSEUDO_GROUP: np.where(pseudo_eval == 1, "pseudo-minority", "rest")})
+        eval_name += " (grouped by the pseudo-groups: no group column)"
+    elif group not in eval_frame.columns:
+        raise errors.DataError(f"{eval_name}: no column {group!r} for the before/after audits")
     # Rows whose group cell is empty (partial labels) cannot be placed in a group: the before/after
     # audits leave them out and say how many, as the several-attribute correction does.
-    known = eval_frame[group].notna().to_numpy()
+    known = eval_frame[audit_group].notna().to_numpy()
     if not known.any():
-        raise errors.DataError(f"{eval_name}: group column {group!r} is empty in every row; "
+        raise errors.DataError(f"{eval_name}: group column {audit_group!r} is empty in every row; "
                                "the before/after audits need rows with a group")
     if not known.all():
-        eval_name += f" ({int((~known).sum())} row(s) with an empty {group!r} cell left out)"
+        eval_name += f" ({int((~known).sum())} row(s) with an empty {audit_group!r} cell left out)"
     audited = eval_frame[known]
     if classes is not None:
-        before = _audit_classes(audited, classes[0][known], model, label, group)
-        after = _audit_classes(audited, classes[1][known], model, label, group)
+        before = _audit_classes(audited, classes[0][known], model, label, audit_group)
+        after = _audit_classes(audited, classes[1][known], model, label, audit_group)
     else:
-        before = fairfix.audit(audited, label=label, group=[group], model=model, bootstrap=0).to_dict()
-        after = fairfix.audit(audited, label=label, group=[group], model=corrected, bootstrap=0).to_dict()
-    det = detector_summary(corrected, eval_frame, group)
+        before = fairfix.audit(audited, label=label, group=[audit_group], model=model, bootstrap=0).to_dict()
+        after = fairfix.audit(audited, label=label, group=[audit_group], model=corrected, bootstrap=0).to_dict()
+    # mode none: the detector is judged, after the choice, against the group of the base's worst cell
+    reported = detector.minority or ([] if group is None else _worst_group(before, audit_group))
+    det = detector_summary(corrected, eval_frame, audit_group, reported)
     acc_data = float((held["base_pred_all"] == y_all).mean())  # the base's pass over DATA, made once in the fit
     record["warnings"] = memorised_rows(model, data, acc_data, eval_frame if eval_data is not None else None, label)
     if eval_data is None and corrected.enabled:  # adapter off: after equals before, nothing was chosen
@@ -197,6 +251,7 @@ def correct(
         "evaluated_on": eval_name,
         "adapter_enabled": corrected.enabled,
         "guard": record["guard"],
+        "guard_read": record["evidence"]["groups"]["text"],
         "gate": record["gate"],
         "correction": record["correction"],
         "evidence": record["evidence"],
@@ -207,6 +262,61 @@ def correct(
         "warnings": record["warnings"],
     })
     return corrected, {"record": record, "before": before, "after": after, "compare": compare}
+
+
+def out_of_fold_risk(model: Model, frame: Any, detector: Any, targets: np.ndarray,
+                     parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The risk of every row from a detector fitted, as ``detector`` was, on the other folds' ``targets``.
+
+    A detector fitted on every row has learnt each row's (pseudo-)label: its flags on those rows
+    are in-sample, and a gate judged on them looks better than it will be on new rows.
+    """
+    from dataclasses import replace as copy_with
+
+    import torch
+
+    from fairfix.detect.fit import train_module
+    from fairfix.models.runner import collect_representations
+
+    values, mask, _ = collect_representations(model, frame, detector.layer)
+    risk = np.zeros(len(frame))
+    for train, held in parts:
+        rows = train[~np.isnan(targets[train])]
+        one = len(np.unique(targets[rows])) < 2  # a fold's rows of one pseudo-label: the whole fit's detector
+        fold = detector if one else copy_with(detector, module=train_module(values, mask, targets, rows,
+                                                                              detector.config))
+        ids = torch.as_tensor(held)
+        risk[held] = fold.risk(values[ids], None if mask is None else mask[ids])
+    return risk
+
+
+#: The audits' group column when the data has no group column (mode none): the guard's pseudo-groups.
+PSEUDO_GROUP = "pseudo_group"
+
+
+def _fill_codes(detector: Any, distinct: list[str]) -> tuple[int, int] | None:
+    """The guard's group codes for rows without a group label: (if the detector flags it, if not).
+
+    None -- those rows count in accuracy only -- when the detector is at chance on its held-out
+    labelled rows (TPR - FPR below ``DETECTOR_CHANCE``) or has no such measure.  A detector's
+    flag says minority or not: with one minority value and two groups both map to a group;
+    otherwise to cells of their own ("minority as flagged", "the rest as flagged").
+    """
+    from fairfix.correct.plan import DETECTOR_CHANCE
+
+    rep = detector.report or {}
+    tpr, fpr = rep.get("tpr"), rep.get("fpr")
+    if tpr is None or fpr is None or tpr - fpr < DETECTOR_CHANCE:
+        return None
+    mins = [distinct.index(str(v)) for v in detector.minority if str(v) in distinct]
+    rest = [i for i in range(len(distinct)) if i not in mins]
+    flagged = mins[0] if len(mins) == 1 else len(distinct)
+    return flagged, rest[0] if len(rest) == 1 else max(flagged, len(distinct) - 1) + 1
+
+
+def _worst_group(audit: dict[str, Any], group: str) -> list[Any]:
+    worst = (audit.get("summary") or {}).get("worst_group")
+    return [] if not worst else [worst["group"][group]]
 
 
 def _audit_classes(frame: Any, classes: np.ndarray, model: Model, label: str, group: str) -> dict[str, Any]:

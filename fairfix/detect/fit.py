@@ -4,9 +4,14 @@ Three modes, one training loop:
 
 - ``full``: every row has the sensitive value;
 - ``partial``: some rows have it (empty cell / NaN elsewhere); train on those;
-- ``none``: no sensitive labels; score rows without supervision (Local Outlier
-  Factor on the representation, the base model's own errors, or both) and
-  distil those pseudo-labels into the same MLP.
+- ``none``: no sensitive labels; find pseudo-labels without supervision and
+  distil them into the same MLP: ``neighbours`` (the default when the label is
+  known) marks, within each class, the rows whose neighbourhood in the
+  representation the base model gets wrong (JTT's error signal, smoothed over
+  the class's nearest rows as GEORGE's within-class subclasses, cut in two by
+  Otsu's threshold); ``lof`` (Local Outlier
+  Factor on the representation), ``errors`` (the base model's own errors) or
+  ``combined`` (both) score rows and mark the top ``contamination`` share.
 
 Rows are identified by their position in the table (row id 0..N-1); training
 batches carry row ids, and targets -- true or pseudo -- are looked up by row id,
@@ -32,7 +37,7 @@ SCHEMA = "fairfix.detect/1"
 ARTIFACT_SCHEMA = "fairfix.detector/1"
 WEIGHTS = "detector.safetensors"
 MODES = ("auto", "full", "partial", "none")
-UNSUPERVISED = ("lof", "errors", "combined")
+UNSUPERVISED = ("auto", "neighbours", "lof", "errors", "combined")
 SWEEP = tuple(round(t, 2) for t in np.linspace(0.05, 0.95, 19))
 
 
@@ -50,8 +55,11 @@ class DetectorConfig:
     weight_decay: float = 1e-4
     holdout: float = 0.2
     seed: int = 0
-    unsupervised: str = "lof"  # best AUC of the three on Adult and CelebA (docs/results.md)
+    #: "auto": ``neighbours`` when the label is known (fit_detector's ``label``), else ``lof``.
+    unsupervised: str = "auto"
     contamination: float = 0.3
+    #: Rows of the same class whose base errors make a row's ``neighbours`` score.
+    neighbours: int = 20
     max_unsupervised_rows: int = 20000
     tau: float = 0.5
 
@@ -63,7 +71,7 @@ class DetectorConfig:
         checks = {
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
             "holdout": 0.0 < self.holdout < 1.0, "contamination": 0.0 < self.contamination < 1.0,
-            "hidden": self.hidden >= 0, "tau": 0.0 <= self.tau <= 1.0,
+            "hidden": self.hidden >= 0, "tau": 0.0 <= self.tau <= 1.0, "neighbours": 2 <= self.neighbours <= 1000,
         }
         errors.check_options("detector", self, checks)
 
@@ -81,6 +89,9 @@ class Detector:
     base: dict[str, Any]
     config: DetectorConfig
     report: dict[str, Any] = field(default_factory=dict)
+    #: Mode none, fitted in this process: the pseudo-label (1/0; NaN for rows not scored) of
+    #: every row it was fitted on, by row id.  Never saved: a loaded detector has none.
+    pseudo: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @torch.no_grad()
     def risk(self, values: torch.Tensor, mask: torch.Tensor | None = None, batch: int = 8192) -> np.ndarray:
@@ -315,13 +326,7 @@ def pseudo_scores(
     def lof() -> np.ndarray:
         from sklearn.neighbors import LocalOutlierFactor
 
-        v = values[torch.as_tensor(rows)]
-        if v.dim() == 3:
-            assert mask is not None  # sequences come with their mask
-            keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
-            v = v.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
-        x = v.double().numpy()
-        x = (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+        x = standardised(values, mask, rows)
         est = LocalOutlierFactor(n_neighbors=min(35, len(rows) - 1))
         est.fit(x)
         return -est.negative_outlier_factor_
@@ -336,6 +341,75 @@ def pseudo_scores(
     if method == "errors":
         return errs()
     return (rankdata(lof()) + rankdata(errs())) / (2 * len(rows))
+
+
+def standardised(values: torch.Tensor, mask: torch.Tensor | None, rows: np.ndarray) -> np.ndarray:
+    """``(len(rows), D)`` float64 representations of ``rows``, each column standardised.
+
+    Sequences are mean-pooled over their mask; constant columns are left at 0.
+    """
+    v = values[torch.as_tensor(rows)]
+    if v.dim() == 3:
+        assert mask is not None  # sequences come with their mask
+        keep = mask[torch.as_tensor(rows)].unsqueeze(-1).bool()
+        v = v.masked_fill(~keep, 0.0).sum(1) / keep.sum(1)
+    x = v.reshape(len(rows), -1).double().numpy()
+    return (x - x.mean(0)) / np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+
+
+#: Principal components the neighbourhoods are measured in (the representation's leading directions).
+NEIGHBOUR_COMPONENTS = 20
+
+
+def neighbour_pseudo_labels(values: torch.Tensor, mask: torch.Tensor | None, rows: np.ndarray, proba: np.ndarray,
+                            y_idx: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Pseudo-minority (1/0) of ``rows``: within each class, the rows in neighbourhoods the base serves worse.
+
+    Each class's rows are standardised and reduced to their leading ``NEIGHBOUR_COMPONENTS``
+    principal components; a row's score is the base model's mean error (1 - probability of the
+    true label: JTT's error signal, soft) over its ``k`` nearest rows of the same class (itself
+    included), and the class's scores are cut in two where the two sides are best separated
+    (Otsu's threshold: no share to choose).  A shortcut cell -- rows whose cue disagrees with
+    their class -- is a region of its class where the base errs, so its rows score high even
+    where the base got them right; no group label is read.  Returns the labels and, per class,
+    its rows, the cut and the pseudo-minority's rows and mean error.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.neighbors import NearestNeighbors
+
+    err = 1.0 - proba[rows, y_idx[rows]]
+    out = np.zeros(len(rows))
+    info: list[dict[str, Any]] = []
+    for c in np.unique(y_idx[rows]):
+        pos = np.flatnonzero(y_idx[rows] == c)
+        if len(pos) < 2:
+            continue
+        x = standardised(values, mask, rows[pos])
+        x = PCA(n_components=min(NEIGHBOUR_COMPONENTS, len(pos) - 1, x.shape[1]), random_state=seed).fit_transform(x)
+        near = NearestNeighbors(n_neighbors=min(k, len(pos))).fit(x).kneighbors(x, return_distance=False)
+        score = err[pos][near].mean(1)
+        cut = otsu(score)
+        out[pos] = (score > cut).astype(float)
+        flagged = out[pos] == 1
+        info.append({"class": int(c), "rows": int(len(pos)), "cut": round(cut, 4),
+                     "pseudo_minority": int(flagged.sum()),
+                     "error": [round(float(err[pos][~flagged].mean()), 4) if (~flagged).any() else None,
+                               round(float(err[pos][flagged].mean()), 4) if flagged.any() else None]})
+    return out, info
+
+
+def otsu(scores: np.ndarray) -> float:
+    """The threshold that best separates ``scores`` in two (most between-side variance); max for one value."""
+    v = np.sort(scores)
+    n = len(v)
+    if n < 2 or v[0] == v[-1]:
+        return float(v[-1]) if n else 0.0
+    left = np.cumsum(v)[:-1]
+    i = np.arange(1, n)
+    between = i * (n - i) * (left / i - (v.sum() - left) / (n - i)) ** 2
+    between[v[1:] == v[:-1]] = -1.0  # a cut between equal values separates nothing
+    best = int(np.argmax(between))
+    return float((v[best] + v[best + 1]) / 2)
 
 
 # -- evaluation ---------------------------------------------------------------------
@@ -455,20 +529,35 @@ def fit_detector(
     if mode == "none":
         pool = rng.permutation(n)[: config.max_unsupervised_rows]
         pool = np.sort(pool)
-        scores = pseudo_scores(values, mask, pool, config.unsupervised, proba, y_idx, config.seed)
-        cut = np.quantile(scores, 1.0 - config.contamination)
+        method = config.unsupervised
+        if method == "auto":
+            method = "neighbours" if y_idx is not None else "lof"
         targets = np.full(n, np.nan)
-        targets[pool] = (scores >= cut).astype(float)  # joined by row id
+        if method == "neighbours":
+            if y_idx is None:
+                raise errors.UsageError("--unsupervised neighbours needs --label COL (the base's errors per class)")
+            targets[pool], classes = neighbour_pseudo_labels(values, mask, pool, proba, y_idx, config.neighbours,
+                                                             config.seed)
+            unsup = {"method": method, "rows_scored": int(len(pool)), "neighbours": config.neighbours,
+                     "classes": classes, "pseudo_minority_share": float(targets[pool].mean())}
+            if not 0 < targets[pool].sum() < len(pool):
+                raise errors.DataError(
+                    f"--mode none: the base model's errors single out no rows within any class ({len(pool)} rows, "
+                    f"{int(round((1 - proba[pool, y_idx[pool]]).sum()))} errors' worth of probability): there is "
+                    "nothing to find without group labels; pass --group COL with some labels")
+        else:
+            scores = pseudo_scores(values, mask, pool, method, proba, y_idx, config.seed)
+            cut = np.quantile(scores, 1.0 - config.contamination)
+            targets[pool] = (scores >= cut).astype(float)  # joined by row id
+            unsup = {"method": method, "rows_scored": int(len(pool)), "contamination": config.contamination}
         fit_rows = pool
-        unsup = {"method": config.unsupervised, "rows_scored": int(len(pool)),
-                 "contamination": config.contamination}
     else:
         targets = truth
         fit_rows = train_rows
     module = train_module(values, mask, targets, fit_rows, config,
                           progress=(lambda e, t, m: progress("detector", e, t, m)) if progress else None)
     det = Detector(module, layer, group if mode != "none" else None, minority_vals, mode, config.tau,
-                   model.describe(), config)
+                   model.describe(), config, pseudo=targets if mode == "none" else None)
     report: dict[str, Any] = {
         "schema": SCHEMA, "mode": mode, "group_column": truth_col if mode != "none" else group,
         "labeled_rows": int(len(labeled)) if mode != "none" else 0,
