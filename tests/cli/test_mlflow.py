@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairfix import tracking
+from fairfix.artifacts import digest
 from fairfix.cli import app
 
 from .test_audit_cli import COLUMNS, csv_text, make_rows
@@ -291,3 +292,9 @@ def test_run_logs_to_mlflow_writes_junit_and_one_line_per_stage(store: Any, tmp_
     manifest = json.loads((out / "bundle" / "fairfix.json").read_text())
     loss = store.get_metric_history(run.info.run_id, "train/loss")
     assert [p.value for p in sorted(loss, key=lambda p: p.step)] == pytest.approx(manifest["loss_history"])
+    # the bundle as an MLflow model, its example read from data.train (Adult's integer columns stay integers)
+    uri = run.data.tags["fairfix.model_uri"]
+    info = mlflow.models.get_model_info(uri)
+    assert info.flavors["python_function"]["loader_module"] == "fairfix.mlflow"
+    assert info.flavors["fairfix"]["digest"] == digest(manifest)
+    assert {c.name: c.type.name for c in info.signature.inputs}["age"] == "long"
