@@ -5,11 +5,12 @@ the model or bundle directory is shipped to the executors once (``addFile``),
 loaded once per Python worker with the checks of a local load, and applied in
 the model's batches; its rows are those of ``fairfix predict``.
 
-``fairfix.spark.audit(df, label=..., pred=... | score=..., group=[...])`` and
+``fairfix.spark.audit(df, label=..., pred=... | score=... | model=..., group=[...])`` and
 ``fairfix audit PATH --engine spark`` group the rows by (group columns, label,
 prediction) on Spark and collect only the counts, one row per cell; the audit
 then reads that counts table as it reads any (docs/scale.md), so the report is
-the one the local audit gives for the same rows, bit for bit.
+the one the local audit gives for the same rows, bit for bit.  With a model
+(``--model``), the rows are first scored on the executors by :func:`predict`.
 
 pyspark is an optional dependency (``pip install 'fairfix[spark]'``, Java 17);
 it is imported only by the engine (``fairfix.data.spark``), only when it runs.
@@ -49,12 +50,13 @@ def audit(
     df
         A pyspark DataFrame, or a list of them (audited as one table).
     label, group, pred, score
-        As for :func:`fairfix.audit` (``pred`` or ``score``; a model cannot run here:
-        score the rows first, for example with ``mapInPandas``).
+        As for :func:`fairfix.audit`: ``pred`` or ``score``, or ``model=``.
     **options
-        Any other keyword of :func:`fairfix.audit`: ``threshold``, ``positive``,
-        ``counts`` (the DataFrame is a counts table), ``bootstrap``, ``ci``, ``seed``,
-        ``min_group_size``, ``fail_on``, ``dropna``, ``keep_missing_groups``.
+        Any other keyword of :func:`fairfix.audit`: ``model`` (a model or bundle directory, or
+        a loaded :class:`fairfix.models.Model`: the rows are scored on Spark with
+        :func:`predict`, then counted there), ``threshold``, ``positive``, ``counts`` (the
+        DataFrame is a counts table), ``bootstrap``, ``ci``, ``seed``, ``min_group_size``,
+        ``fail_on``, ``dropna``, ``keep_missing_groups``.
 
     Returns
     -------
@@ -62,10 +64,13 @@ def audit(
     """
     from fairfix._audit import audit as run_audit
 
-    if options.get("model") is not None:
-        raise errors.UsageError("fairfix.spark.audit takes pred= or score=; score the rows on Spark first")
+    model = options.pop("model", None)
+    if model is not None and not hasattr(model, "predict_with_extras"):
+        from fairfix.models import load_model
+
+        model = load_model(model)
     options.pop("engine", None)
-    return run_audit(df, label=label, group=group, pred=pred, score=score, engine="spark", **options)
+    return run_audit(df, label=label, group=group, pred=pred, score=score, model=model, engine="spark", **options)
 # -- scoring on Spark -----------------------------------------------------------------
 
 #: Loaded models of this Python worker, by (shipped folder, load options): each worker
