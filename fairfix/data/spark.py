@@ -206,7 +206,7 @@ def count_scored(
 
 
 def _spark_error() -> type[Exception]:
-    """pyspark's base exception (Exception before pyspark 3.4)."""
+    """The base exception of pyspark (Exception before pyspark 3.4)."""
     try:
         from pyspark.errors import PySparkException
 
