@@ -123,15 +123,16 @@ class FactoryModel(Model):
         config: dict[str, Any] | None = None,
         training: dict[str, Any] | None = None,
         force: bool = False,
+        export: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write a fairfix model directory (manifest + ``model.safetensors``).
 
-        Returns the manifest.
+        Returns the manifest.  ``export``: see :meth:`Model.write_model_dir`.
         """
         config = {**(config or {}), "factory": self.factory, "features": self.features}
         return self.write_model_dir(
             out, lambda tmp: self.write_state_dict(tmp / WEIGHTS), config=config, training=training, force=force,
-            extra={"single_logit": self.single_logit},
+            export=export, extra={"single_logit": self.single_logit},
         )
 
 
