@@ -16,9 +16,9 @@ from fairfix.metrics.counts import (
     _MISSING_CODE,
     MISSING,
     CountAccumulator,
+    choose_positive,
     encode,
     float_values,
-    normalize_values,
     numpy_view,
 )
 from fairfix.metrics.gates import parse_gate
@@ -67,34 +67,6 @@ class _Scan:
 ENGINES = ("auto", "arrow", "duckdb", "spark")
 #: The prediction column of a counts table whose rows a model scored on Spark (renamed on collection).
 _SCORED = "__fairfix_prediction__"
-
-
-def choose_positive(classes: Sequence[Any], given: Any = None) -> tuple[Any, str]:
-    """The positive label of a binary task and where the choice came from.
-
-    Default: ``1`` (or ``True``) when present, else the larger of the two labels
-    (lexically for strings).
-    """
-    if given is not None:
-        for c in classes:
-            if c == given and type(c) is type(given):
-                return c, "--positive"
-        norm = normalize_values([str(given)])[0] if not isinstance(given, bool) else given
-        for c in classes:
-            if c == norm or str(c) == str(given):
-                return c, "--positive"
-        raise errors.DataError(
-            f"--positive {given!r} is not a label value; labels are: {', '.join(map(repr, classes))}"
-        )
-    for c in classes:
-        if c is True or (isinstance(c, int | float) and not isinstance(c, bool) and c == 1):
-            return c, f"default: {c!r} is the positive label"
-    if all(isinstance(c, str) for c in classes):
-        return max(classes), f"default: {max(classes)!r} is the lexically larger label"
-    from fairfix.metrics.counts import _sorted_values
-
-    top = _sorted_values(classes)[-1]
-    return top, f"default: {top!r} is the larger label"
 
 
 def audit(
@@ -258,8 +230,10 @@ def audit(
             uri_files = [(x, infer_format(x, input_format)) for x in remote if on_spark.is_uri(x)]
             frames = [x for x in remote if on_spark.is_dataframe(x)]
             if scored_remotely:  # fairfix.spark.predict on the executors, then the counts there
+                from fairfix.data import spark_score
+
                 assert threshold is not None
-                tbl = on_spark.count_scored(frames, files + uri_files, display, model=model, label=label,
+                tbl = spark_score.count_scored(frames, files + uri_files, display, model=model, label=label,
                                             groups=groups, threshold=threshold,
                                             positive_index=pos_idx if model_binary else None,
                                             prediction=_SCORED)

@@ -37,11 +37,22 @@ from typing import Any
 
 from fairfix import __version__, errors
 
+MLFLOW_MISSING = "--mlflow needs MLflow: pip install 'fairfix[mlflow]'"
 #: The folder of the logged model that holds fairfix's data (``model/``, ``base/``).
 DATA = "fairfix"
 FLAVOR = "fairfix"
 #: What the flavour writes as the model's requirements (``--env-manager local`` installs nothing).
 REQUIREMENTS = (f"fairfix=={__version__}",)
+
+
+def import_mlflow() -> Any:
+    """The ``mlflow`` package (UsageError naming the extra when it is missing); no telemetry unless asked for."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise errors.UsageError(MLFLOW_MISSING) from exc
+    return mlflow
 
 
 def log_model(
@@ -95,9 +106,8 @@ def log_model(
         The bundle (or its base) does not load with fairfix's checks.
     """
     from fairfix.models import load_model
-    from fairfix.tracking import _mlflow
 
-    _mlflow()  # UsageError when MLflow is missing
+    import_mlflow()  # UsageError when MLflow is missing
     # loaded (and its example read) before MLflow creates anything: a bad bundle or table logs nothing
     model = load_model(Path(bundle), base=base, factory=factory)
     example = None if input_example is None else _head(input_example, model.input_columns)
@@ -126,9 +136,7 @@ def save_model(
     """
     from fairfix.models import load_model
     from fairfix.predict import checked_threshold
-    from fairfix.tracking import _mlflow
-
-    mlflow = _mlflow()
+    mlflow = import_mlflow()
     src = Path(bundle)
     # refuses a bad bundle before anything is written
     model = loaded if loaded is not None else load_model(src, base=base, factory=factory)

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from fairfix import __version__, errors
+from fairfix.mlflow import import_mlflow as _mlflow
 
-MLFLOW_MISSING = "--mlflow needs MLflow: pip install 'fairfix[mlflow]'"
 _BAD = re.compile(r"[^\w\-. :/]")
 _OPS = (("<=", " le "), (">=", " ge "), ("<", " lt "), (">", " gt "))
 
@@ -41,16 +41,6 @@ _OPS = (("<=", " le "), (">=", " ge "), ("<", " lt "), (">", " gt "))
 def enabled(flag: bool = False) -> bool:
     """True when ``--mlflow`` was given or ``FAIRFIX_MLFLOW`` is set (to anything but empty or 0)."""
     return flag or os.environ.get("FAIRFIX_MLFLOW", "") not in ("", "0", "false", "False")
-
-
-def _mlflow() -> Any:
-    # No usage telemetry from a CLI run unless the user asked for it.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    try:
-        import mlflow
-    except ImportError as exc:
-        raise errors.UsageError(MLFLOW_MISSING) from exc
-    return mlflow
 
 
 def check_available() -> None:

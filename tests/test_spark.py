@@ -239,8 +239,8 @@ def test_spark_predict_bad_input_is_one_clear_error(spark: Any, scored_models: P
 
 
 def test_spark_predict_workers_refuse_a_shipped_copy_that_differs(spark: Any, scored_models: Path) -> None:
+    from fairfix.data.spark_score import _ship, _worker_model
     from fairfix.models import load_model
-    from fairfix.spark import _ship, _worker_model
 
     digest = load_model(scored_models / "model").digest
     stage = _ship(spark, scored_models / "model", None)

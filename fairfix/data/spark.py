@@ -101,6 +101,22 @@ def _frames(items: Sequence[Any], files: Sequence[tuple[str, str]]) -> list[tupl
     return frames
 
 
+def checked_frames(items: Sequence[Any], files: Sequence[tuple[str, str]], needed: Sequence[str]) -> Any:
+    """``(DataFrame, read as CSV text)`` for every item and format (:func:`_frames`), each holding ``needed``.
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        A frame lacks one of ``needed`` (named with the frame's source).
+    """
+    for df, csv_text, source in _frames(items, files):
+        for col in needed:
+            if col not in df.columns:
+                shown = ", ".join(repr(c) for c in df.columns[:40])
+                raise errors.DataError(errors.MISSING_COLUMN.format(path=source, column=col, columns=shown))
+        yield df, csv_text
+
+
 def count_rows(
     items: Sequence[Any],
     files: Sequence[tuple[str, str]],
@@ -130,11 +146,7 @@ def count_rows(
     needed = [*groups, label, pred_col] + ([counts] if counts is not None else [])
     tables = []
     try:
-        for df, csv_text, source in _frames(items, files):
-            for col in needed:
-                if col not in df.columns:
-                    shown = ", ".join(repr(c) for c in df.columns[:40])
-                    raise errors.DataError(errors.MISSING_COLUMN.format(path=source, column=col, columns=shown))
+        for df, csv_text in checked_frames(items, files, needed):
             tables.append(_count_frame(df, csv_text, groups, label, pred_col, score, threshold, counts))
     except spark_error as exc:
         reason = " ".join(str(exc).split())[:300]
@@ -143,66 +155,6 @@ def count_rows(
     if counts is not None:
         table = _checked_counts(table, name, counts)
     return table
-
-
-def count_scored(
-    items: Sequence[Any],
-    files: Sequence[tuple[str, str]],
-    name: str,
-    *,
-    model: Any,
-    label: str,
-    groups: Sequence[str],
-    threshold: float,
-    positive_index: int | None,
-    prediction: str,
-) -> Any:
-    """Score the rows with the model on Spark (``fairfix.spark.predict``), then count them there.
-
-    The counts table's prediction column is called ``prediction``: for a binary model the
-    probability of class ``positive_index`` thresholded into 0.0 / 1.0 (as ``count_rows`` does
-    a ``score`` column), for a multiclass model the predicted class.  CSV files are read as text
-    with the missing-value markers turned into nulls; the model's numeric inputs are cast to
-    double, as the local CSV reader parses them.
-    """
-    if not available():
-        raise errors.UsageError(_NEEDS_SPARK)
-    import pyarrow as pa
-    from pyspark.sql import functions as F
-
-    from fairfix.data.tables import NULL_VALUES
-    from fairfix.spark import predict as spark_predict
-
-    spark_error = _spark_error()
-    needed = list(dict.fromkeys([*groups, label, *model.input_columns]))
-    numeric = set(getattr(model, "numeric_columns", []) or [])
-    tables = []
-    try:
-        for df, csv_text, source in _frames(items, files):
-            for col in needed:
-                if col not in df.columns:
-                    shown = ", ".join(repr(c) for c in df.columns[:40])
-                    raise errors.DataError(errors.MISSING_COLUMN.format(path=source, column=col, columns=shown))
-            if csv_text:
-                cols = []
-                for c in needed:
-                    x = F.when(df[c].isin(NULL_VALUES), F.lit(None)).otherwise(df[c])
-                    cols.append((x.cast("double") if c in numeric and c not in (label, *groups) else x).alias(c))
-                df = df.select(*cols)
-            else:
-                df = df.select(*needed)
-            scored = spark_predict(df, model, threshold=threshold if model.positive_index is not None else None)
-            if positive_index is not None:
-                score = scored["score"] if positive_index == model.positive_index else F.lit(1.0) - scored["score"]
-                scored = scored.select(*groups, label, score.alias(prediction))
-                tables.append(_count_frame(scored, False, groups, label, prediction, prediction, threshold, None))
-            else:
-                scored = scored.select(*groups, label, scored["pred"].alias(prediction))
-                tables.append(_count_frame(scored, False, groups, label, prediction, None, None, None))
-    except spark_error as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise errors.DataError(f"{name}: Spark could not score or count the rows: {reason}") from exc
-    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
 
 
 def _spark_error() -> type[Exception]:

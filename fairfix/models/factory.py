@@ -377,7 +377,7 @@ def load_factory_model(
     if "positive" in recorded and recorded.get("classes") == classes:
         positive = recorded["positive"]
     else:
-        from fairfix._audit import choose_positive
+        from fairfix.metrics.counts import choose_positive
 
         positive = choose_positive(classes)[0] if n_cls == 2 else None
     digest = manifest.get("digest") if manifest is not None else _file_digest(weights)

@@ -322,7 +322,7 @@ def classes_from_config(config: Any) -> list[Any]:
 
 
 def _positive(classes: list[Any]) -> Any:
-    from fairfix._audit import choose_positive
+    from fairfix.metrics.counts import choose_positive
 
     return choose_positive(classes)[0] if len(classes) == 2 else None
 

@@ -237,8 +237,7 @@ def load_tabular(path: Path, manifest: dict[str, Any]) -> TabularModel:
 
 def label_vocabulary(values: Any, positive: Any = None) -> tuple[list[Any], Any]:
     """Sorted label classes of a training column and the positive class (binary only)."""
-    from fairfix._audit import choose_positive
-    from fairfix.metrics.counts import _sorted_values, normalize_values
+    from fairfix.metrics.counts import _sorted_values, choose_positive, normalize_values
 
     raw = [v for v in dict.fromkeys(values.dropna().tolist())]
     norm = normalize_values(raw)

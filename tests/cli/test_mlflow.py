@@ -252,6 +252,17 @@ def test_correct_of_two_attributes_logs_each_attributes_series(store: Any, works
     assert run.data.params["correct.h/steps"] == "20"
     files = {x.path for x in store.list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/fairfix.json" in files
+    # the MLflow model of a bundle of two attributes: a risk and a flag per attribute, as fairfix predict
+    got = mlflow.pyfunc.load_model(run.data.tags["fairfix.model_uri"]).predict(frame.head(50))
+    pred = tmp_path / "p.csv"
+    frame.head(50).to_csv(tmp_path / "rows.csv", index=False)
+    res = runner.invoke(app, ["predict", str(tmp_path / "rows.csv"), "--model", str(bundle), "--output", str(pred)])
+    assert res.exit_code == 0, res.output
+    want = pd.read_csv(pred)
+    assert list(got.columns) == [c for c in want.columns if c != "row"] == [
+        "score", "pred", "corrected", "risk_grp", "corrected_grp", "risk_h", "corrected_h"]
+    np.testing.assert_allclose(got["score"], want["score"], atol=1e-12, rtol=0)
+    assert (got["corrected_h"].to_numpy() == want["corrected_h"].to_numpy()).all()
 
 
 def test_run_logs_to_mlflow_writes_junit_and_one_line_per_stage(store: Any, tmp_path: Path) -> None:

