@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from fairfix import __version__, errors
+from fairfix.mlflow import MLFLOW_MISSING as MLFLOW_MISSING  # the message of a missing extra, as before
 from fairfix.mlflow import import_mlflow as _mlflow
 
 _BAD = re.compile(r"[^\w\-. :/]")
