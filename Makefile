@@ -27,10 +27,18 @@ DEMO_DIR ?= demo-output
 # The whole job on embedded data: train the coloured-digits CNN, audit it, fit the detector, correct
 # it under the no-loss guard, audit the bundle and print the before/after table (recipes/digits_color.yaml:
 # the task where the correction shows); then the same job on the bundled Adult data (recipes/adult.yaml).
+# It ends with the digits run's HTML report and the commands to try next.
+DIGITS := $(DEMO_DIR)/digits_color
 demo: $(BIN)/.installed
 	mkdir -p $(DEMO_DIR)
-	$(BIN)/fairfix run recipes/digits_color.yaml --out $(DEMO_DIR)/digits_color --force
+	$(BIN)/fairfix run recipes/digits_color.yaml --out $(DIGITS) --force
 	$(BIN)/fairfix run recipes/adult.yaml --out $(DEMO_DIR)/adult --force
+	$(BIN)/fairfix report $(DIGITS)/compare.json --html $(DIGITS)/report.html --force
+	@echo
+	@echo "Next, try:"
+	@echo "  open $(DIGITS)/report.html    # the before/after report of the digits run (any browser)"
+	@echo "  $(BIN)/fairfix predict digits_color:test --model $(DIGITS)/bundle --keep label --keep colour -o $(DIGITS)/predictions.csv --force"
+	@echo "  $(BIN)/fairfix audit $(DIGITS)/predictions.csv --label label --group colour --pred pred --fail-on 'worst_group_accuracy<0.8'"
 
 # The HTML report's headless-Chromium tests need /usr/bin/chromium: install Debian's package
 # where the machine allows it (apt-get, root); otherwise say so -- those two tests then skip.

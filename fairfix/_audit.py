@@ -496,7 +496,9 @@ def _name_score_errors(batches: Any, table: Table, score: str | None, counts: st
         m = re.search(r"(?:column #(\d+): )?CSV conversion error to double: (invalid value '.*')", str(exc.__cause__))
         if (score is None and counts is None) or m is None:  # only these columns are parsed as float64
             raise
-        column = table.columns[int(m[1])] if m[1] is not None and int(m[1]) < len(table.columns) else score
+        # pyarrow names the column's index in some versions only; without it the one float64 column is meant
+        unnamed = score if score is not None else counts
+        column = table.columns[int(m[1])] if m[1] is not None and int(m[1]) < len(table.columns) else unnamed
         if column == counts or (column != score and score is None):
             raise errors.DataError(
                 errors.COUNTS_NOT_NUMERIC.format(path=table.name, column=counts, type=f"{m[2]}")

@@ -84,9 +84,12 @@ def log_model(
         The factory (``package.module:function``) of a factory base model; it must be
         importable wherever the MLflow model is loaded.
     input_example
-        Rows of the model's input columns (a pandas DataFrame); default: one row made from
-        the model's own preprocessing (each numeric input's training mean, each categorical
-        input's first known value; a short text for a text model; zeros for a factory model).
+        Rows holding the model's input columns: a pandas DataFrame, or a table fairfix reads
+        (a path, ``adult:train``), of which the first 5 rows are kept with their own column
+        types (the signature's; MLflow then refuses, say, a double where an integer column
+        was given). Default: one row made from the model's own preprocessing (each numeric
+        input's training mean as a double, each categorical input's first known value; a
+        short text for a text model; zeros for a factory model).
     threshold
         The default of the ``threshold`` parameter of a binary model (``pred`` is the positive
         class where ``score >= threshold``), as ``fairfix predict --threshold``.
@@ -136,6 +139,7 @@ def save_model(
     """
     from fairfix.models import load_model
     from fairfix.predict import checked_threshold
+
     mlflow = import_mlflow()
     src = Path(bundle)
     # refuses a bad bundle before anything is written
@@ -187,9 +191,8 @@ def _head(data: Any, columns: list[str], rows: int = 5) -> Any:
     """
     import pandas as pd
 
-    from fairfix.data.frames import embedded_table
-    from fairfix.data.tables import open_table
     from fairfix.models.runner import frame_of
+    from fairfix.predict import open_prediction_input
 
     if isinstance(data, pd.DataFrame):
         missing = [c for c in columns if c not in data.columns]
@@ -197,9 +200,7 @@ def _head(data: Any, columns: list[str], rows: int = 5) -> Any:
             raise errors.UsageError(f"input_example: no column {missing[0]!r} (the model reads "
                                     f"{', '.join(map(repr, columns))})")
         return data[columns].head(rows).reset_index(drop=True)
-    if isinstance(data, str) and (emb := embedded_table(data)) is not None:
-        data = emb
-    table = open_table(data)
+    table = open_prediction_input(data)
     try:
         batch = next(iter(table.iter_batches(columns, batch_rows=rows)), None)
     finally:
@@ -239,31 +240,18 @@ class FairfixPyfunc:
 
     def predict(self, model_input: Any, params: Mapping[str, Any] | None = None) -> Any:
         """Prediction columns for a pandas DataFrame (or anything ``pandas.DataFrame`` takes)."""
-        import numpy as np
         import pandas as pd
 
-        from fairfix.predict import checked_threshold, prediction_columns
+        from fairfix.predict import output_columns, predict_frame
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         model = self.model
-        for col in model.input_columns:
-            if col not in frame.columns:
-                shown = ", ".join(repr(c) for c in list(frame.columns)[:40])
-                raise errors.DataError(errors.MISSING_COLUMN.format(path="<input>", column=col, columns=shown))
         given = (params or {}).get("threshold")
-        threshold = checked_threshold(model, None if given is None or model.positive_index is None else given)
-        frame = frame[model.input_columns].reset_index(drop=True)
-        step = max(1, int(model.batch_rows))
-        parts = []
-        for start in range(0, len(frame), step):
-            proba, extras = model.predict_with_extras(frame.iloc[start:start + step].reset_index(drop=True))
-            cols = prediction_columns(model, proba, threshold)
-            cols.update(extras)
-            parts.append(pd.DataFrame(cols))
-        if not parts:
-            names = ([f"score_{c}" for c in model.classes] if model.positive_index is None else ["score"])
-            return pd.DataFrame({c: np.array([], dtype=float) for c in [*names, "pred", *model.extra_outputs]})
-        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        threshold = None if given is None or model.positive_index is None else float(given)
+        if len(frame) == 0:
+            return pd.DataFrame({c: [] for c in output_columns(model)})
+        out = predict_frame(frame.reset_index(drop=True), model, threshold=threshold)
+        return out.drop(columns=["row"])
 
 
 def _load_pyfunc(data_path: str, model_config: Any = None) -> FairfixPyfunc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,70 @@ class _Writer:
             self._fh.close()
 
 
+def output_columns(model: Model) -> list[str]:
+    """The columns a model's predictions add to a row: scores, ``pred``, then its extras (risk, corrected...)."""
+    names = [f"score_{c}" for c in model.classes] if model.positive_index is None else ["score"]
+    return [*names, "pred", *model.extra_outputs]
+
+
+def kept_columns(table: Any, model: Model, *, id_column: str | None, keep: Sequence[str] = (),
+                 keep_all: bool = False) -> list[str]:
+    """The input columns carried into the output (``--keep COL``, ``--keep-all``), checked.
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        A ``--keep`` column the table lacks (naming it and the file).
+    fairfix.errors.UsageError
+        A kept column named like an output column (``pred``, ``score``, ``risk``, ``corrected``, ``row``...).
+    """
+    keep = list(dict.fromkeys(keep))
+    table.require(keep)
+    cols = list(table.columns) if keep_all else keep
+    cols = [c for c in dict.fromkeys(cols) if c != id_column]
+    taken = [*output_columns(model), *(["row"] if id_column is None else [])]
+    clash = [c for c in cols if c in taken]
+    if clash:
+        how = "--keep-all" if keep_all and clash[0] not in keep else f"--keep {clash[0]}"
+        raise errors.UsageError(f"{how}: {table.name} has a column {clash[0]!r}, which predict writes itself "
+                                f"(output columns: {', '.join(taken)}); rename it or leave it out")
+    return cols
+
+
+def prediction_batches(
+    table: Any,
+    model: Model,
+    *,
+    id_column: str | None = None,
+    threshold: float = 0.5,
+    keep: Sequence[str] = (),
+    batch_rows: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Iterator[Any]:
+    """Predictions as pyarrow Tables, batch by batch: ``id_column`` (else ``row``), ``keep``, then the rest.
+
+    The rest: :func:`output_columns`.  ``fairfix predict``'s file and the Python API's frame are these batches.
+    """
+    import pyarrow as pa
+
+    if id_column is not None:
+        table.require([id_column])
+    carried = [*([id_column] if id_column else []), *keep]
+    rows = 0
+    for batch, proba, extras in iter_predictions(table, model, extra_columns=carried, batch_rows=batch_rows,
+                                                 progress=progress):
+        cols: dict[str, Any] = {}
+        if id_column is None:
+            cols["row"] = pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))
+        for name in carried:
+            values = batch.column(name)
+            cols[name] = values.dictionary_decode() if pa.types.is_dictionary(values.type) else values
+        cols.update({k: pa.array(v) for k, v in prediction_columns(model, proba, threshold).items()})
+        cols.update({k: pa.array(v) for k, v in extras.items()})
+        yield pa.table(cols)
+        rows += batch.num_rows
+
+
 def predict(
     data: Any,
     model: Model,
@@ -93,29 +157,24 @@ def predict(
     *,
     id_column: str | None = None,
     threshold: float | None = None,
+    keep: Sequence[str] = (),
+    keep_all: bool = False,
     batch_rows: int | None = None,
     input_format: str | None = None,
     force: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, Any]:
-    """Score every row of ``data`` and write ``id``/``row``, ``score``, ``pred`` to ``output``.
+    """Score every row of ``data`` and write ``id``/``row``, kept columns, ``score``, ``pred`` to ``output``.
 
     The output format follows its extension (``.csv``, ``.parquet``, ``.jsonl``,
     optionally compressed is not supported for output).  Rows are streamed, so
     the input may be larger than memory; the file appears only when complete.
+    ``keep`` (``--keep``) and ``keep_all`` (``--keep-all``) carry input columns into it, so
+    that ``fairfix audit OUTPUT --label ... --group ...`` needs no join.
     """
-    import pyarrow as pa
-
     out = check_writable(output, force, inputs=[data])
     fmt = infer_format(str(out))
-    threshold = checked_threshold(model, threshold)
-    from fairfix.data.frames import embedded_table
-
-    if isinstance(data, str) and (emb := embedded_table(data)) is not None:
-        data = emb
-    table = open_table(data, input_format)
-    if id_column is not None:
-        table.require([id_column])
+    threshold, table, kept = _prepare(data, model, id_column, threshold, keep, keep_all, input_format)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
@@ -127,20 +186,10 @@ def predict(
     writer = _Writer(tmp, fmt)
     rows = 0
     try:
-        for batch, proba, extras in iter_predictions(
-            table, model, extra_columns=[id_column] if id_column else [], batch_rows=batch_rows,
-            progress=progress,
-        ):
-            cols: dict[str, Any] = {}
-            if id_column is not None:
-                ids = batch.column(id_column)
-                cols[id_column] = ids.dictionary_decode() if pa.types.is_dictionary(ids.type) else ids
-            else:
-                cols["row"] = pa.array(np.arange(rows, rows + batch.num_rows, dtype=np.int64))
-            cols.update({k: pa.array(v) for k, v in prediction_columns(model, proba, threshold).items()})
-            cols.update({k: pa.array(v) for k, v in extras.items()})
-            writer.write(pa.table(cols))
-            rows += batch.num_rows
+        for part in prediction_batches(table, model, id_column=id_column, threshold=threshold, keep=kept,
+                                       batch_rows=batch_rows, progress=progress):
+            writer.write(part)
+            rows += part.num_rows
         writer.close()
         if rows == 0:
             raise errors.DataError(f"{table.name}: has a header but no rows")
@@ -159,3 +208,44 @@ def predict(
             raise failed from exc
         raise
     return {"rows": rows, "output": str(out), "format": fmt}
+
+
+def _prepare(data: Any, model: Model, id_column: str | None, threshold: float | None, keep: Sequence[str],
+             keep_all: bool, input_format: str | None) -> tuple[float, Any, list[str]]:
+    """The checked threshold, the opened table and the kept columns, before any row is scored."""
+    threshold = checked_threshold(model, threshold)
+    table = open_prediction_input(data, input_format)
+    if id_column is not None:
+        table.require([id_column])
+    return threshold, table, kept_columns(table, model, id_column=id_column, keep=keep, keep_all=keep_all)
+
+
+def open_prediction_input(data: Any, input_format: str | None = None) -> Any:
+    """The table to score: a path, ``-``, an embedded name (``adult:test``), a DataFrame or a pyarrow Table."""
+    from fairfix.data.frames import embedded_table
+
+    if isinstance(data, str) and (emb := embedded_table(data)) is not None:
+        data = emb
+    return open_table(data, input_format)
+
+
+def predict_frame(
+    data: Any,
+    model: Model,
+    *,
+    id_column: str | None = None,
+    threshold: float | None = None,
+    keep: Sequence[str] = (),
+    keep_all: bool = False,
+    batch_rows: int | None = None,
+    input_format: str | None = None,
+) -> Any:
+    """The rows :func:`predict` would write, as a pandas DataFrame (the Python API's ``Model.predict``)."""
+    import pyarrow as pa
+
+    threshold, table, kept = _prepare(data, model, id_column, threshold, keep, keep_all, input_format)
+    parts = list(prediction_batches(table, model, id_column=id_column, threshold=threshold, keep=kept,
+                                    batch_rows=batch_rows))
+    if not parts:
+        raise errors.DataError(f"{table.name}: has a header but no rows")
+    return pa.concat_tables(parts).to_pandas()

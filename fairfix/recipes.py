@@ -185,7 +185,7 @@ def _run_recipe(
     log: Callable[[str], None] | None,
 ) -> dict[str, Any]:
     import fairfix
-    from fairfix.correct.bundle import save_bundle
+    from fairfix.correct.bundle import save_correction
     from fairfix.correct.run import correct
     from fairfix.detect.fit import fit_detector, load_detector
     from fairfix.models import load_model
@@ -343,9 +343,8 @@ def _run_recipe(
         corrected, res = correct(train_frame, model, label=label, group=group, detector=detector,
                                  config=corr_cfg, eval_data=eval_frame, progress=progress,
                                  checkpoint=out / ".correct.checkpoint", resume="if-matching")
-        save_bundle(bundle_dir, corrected, res["record"], force=True,
-                    reports={"before": res["before"], "after": res["after"], "compare": res["compare"]},
-                    extra_config={"label": label, "group": group, "recipe": recipe.name})
+        save_correction(bundle_dir, corrected, res, label=label, groups=[group], config=corr_cfg, force=True,
+                        extra_config={"recipe": recipe.name})
         import shutil
 
         shutil.rmtree(out / ".correct.checkpoint", ignore_errors=True)
@@ -402,7 +401,7 @@ def _run_progressive(recipe: Recipe, out: Path, model: Any, train_frame: Any, ev
     """Steps 3-6 for several groups: one progressive correction (a detector and adapter per group)."""
     import dataclasses
 
-    from fairfix.correct.bundle import save_progressive_bundle
+    from fairfix.correct.bundle import save_correction
     from fairfix.correct.progressive import correct_many, parse_minority
 
     data, det_raw, corr_raw = recipe.section("data"), recipe.section("detector"), recipe.section("correct")
@@ -418,10 +417,8 @@ def _run_progressive(recipe: Recipe, out: Path, model: Any, train_frame: Any, ev
         corrected, res = correct_many(train_frame, model, label=label, groups=groups, minority=minority,
                                       detector_configs=dcfgs, config=corr_cfg, eval_data=eval_frame,
                                       progress=progress)
-        save_progressive_bundle(bundle_dir, corrected, force=True,
-                                config={**dataclasses.asdict(corr_cfg), "label": label, "group": groups,
-                                        "recipe": recipe.name},
-                                reports={"before": res["before"], "after": res["after"], "compare": res["compare"]})
+        save_correction(bundle_dir, corrected, res, label=label, groups=groups, config=corr_cfg, force=True,
+                        extra_config={"recipe": recipe.name})
 
     result["steps"]["detect"] = "in correct"
     if step("correct", {"data": data_key, "model": model.digest, "detector": det_raw, "correct": corr_raw,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,8 @@ from fairfix import errors
 from fairfix.artifacts import data_fingerprint
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from fairfix.models.base import Model
 
 
@@ -68,16 +71,25 @@ def expand_columns(columns: Sequence[str], names: Sequence[str] | str) -> list[s
     return list(dict.fromkeys(out))
 
 
-def train_model(
+@dataclass
+class Trained:
+    """A model trained in memory and what its manifest will record (:func:`fit_model`)."""
+
+    model: Model
+    config: dict[str, Any]
+    training: dict[str, Any]
+    groups: list[str]
+
+
+def fit_model(
     data: Any,
     *,
     label: str,
-    out: str | Path,
     features: Sequence[str] | str | None = None,
     exclude: Sequence[str] = (),
     groups: Sequence[str] = (),
     text_column: str | None = None,
-    factory: str | None = None,
+    factory: str | nn.Module | None = None,
     base_model: str | Path | None = None,
     positive: Any = None,
     hidden: Sequence[int] = (128, 64),
@@ -91,18 +103,17 @@ def train_model(
     max_steps: int | None = None,
     seed: int = 0,
     input_format: str | None = None,
-    force: bool = False,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
     steps: int | None = None,
     eval_every: int | None = None,
-) -> dict[str, Any]:
-    """Train the ERM baseline on ``data`` and save it to ``out``; return a summary.
+) -> Trained:
+    """Train the ERM baseline on ``data`` in memory (:func:`train_model` also writes it).
 
     A tabular MLP by default; a Hugging Face text classifier fine-tuned from the
     local directory ``base_model`` when ``text_column`` is given; the torch module
-    that ``factory`` (``package.module:function``) builds, fed the numeric
-    ``features`` as they are, when ``factory`` is given (``hidden`` and
-    ``dropout`` shape the MLP only).
+    that ``factory`` (``package.module:function``, or an ``nn.Module`` whose copies are
+    trained) builds, fed the numeric ``features`` as they are, when ``factory`` is given
+    (``hidden`` and ``dropout`` shape the MLP only).
 
     The MLP's and a factory module's budget: ``epochs`` passes over the rows when given,
     else ``steps`` optimizer steps (default 2,000, evaluated every ``eval_every`` = 100 steps
@@ -160,21 +171,42 @@ def train_model(
         config = asdict(cfg)
     config.update({"label": label, "features": used, "excluded": list(exclude),
                    "sensitive_columns": list(groups)})
-    manifest = model.save(out, config=config, training={"data": fp, **info}, force=force)
+    return Trained(model, config, {"data": fp, **info}, list(groups))
+
+
+def save_trained(trained: Trained, out: str | Path, *, force: bool = False) -> dict[str, Any]:
+    """Write a model from :func:`fit_model` to ``out``; return ``fairfix train``'s summary."""
+    from fairfix.artifacts import read_manifest
+
+    model, info = trained.model, trained.training
+    model.save(out, config=trained.config, training=info, force=force)  # type: ignore[attr-defined]
+    manifest = read_manifest(out)  # the digest the written files give: the saved model is that artifact
+    model.path, model.digest, model.manifest = Path(out), manifest["digest"], manifest
+    return train_summary(trained, out, manifest)
+
+
+def train_summary(trained: Trained, out: str | Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """``fairfix train``'s summary of a model saved at ``out`` (its manifest)."""
+    model, info, used = trained.model, trained.training, trained.config["features"]
+    history = info.get("history")
     return {
         "model": str(out),
         "kind": model.kind,
-        "rows": fp["rows"],
+        "rows": info["data"]["rows"],
         "features": used,
-        "sensitive_columns_excluded": [g for g in groups if g not in used],
+        "sensitive_columns_excluded": [g for g in trained.groups if g not in used],
         "classes": model.classes,
         "positive": model.positive,
         "epochs_run": info.get("epochs_run"),
         "best_epoch": info.get("best_epoch"),
-        "val_accuracy": (info.get("history") or [{}])[info.get("best_epoch", 1) - 1].get("val_accuracy")
-        if info.get("history") else None,
+        "val_accuracy": history[info.get("best_epoch", 1) - 1].get("val_accuracy") if history else None,
         "files": manifest["files"],
     }
+
+
+def train_model(data: Any, *, out: str | Path, force: bool = False, **options: Any) -> dict[str, Any]:
+    """Train the ERM baseline on ``data`` (:func:`fit_model`'s options) and save it to ``out``; return a summary."""
+    return save_trained(fit_model(data, **options), out, force=force)
 
 
 #: ``fairfix train``'s budget when neither epochs nor steps are given: optimizer steps, and the

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from fairfix.report.io import write_atomic
-from fairfix.report.render import EXTENSION_FORMATS, Format, printable, rich_text
+from fairfix.report.render import EXTENSION_FORMATS, Format, printable, rich_text, summary_json
 
 
 def check_outputs(out: Path | None, output: Path | None, force: bool, inputs: Sequence[Any] = ()) -> None:
@@ -216,12 +216,10 @@ class EpochProgress(RowProgress):
 
 def print_summary(summary: dict[str, Any], fmt: Any, title: str = "") -> None:
     """A flat result (train, predict) as JSON or a two-column table on stdout."""
-    import json
-
     from fairfix.report.render import Format
 
     if fmt is Format.json:
-        sys.stdout.write(json.dumps(summary, indent=2, default=str) + "\n")
+        sys.stdout.write(summary_json(summary))
         return
     from rich.table import Table
 
@@ -271,13 +269,11 @@ def _rate(x: Any) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: bool) -> None:
+def print_detect(detector: Any, fmt: Any, output: Path | None, force: bool) -> None:
     """``fairfix.detect/1`` as JSON, or tables of the operating point and the tau sweep."""
-    import json
-
     from fairfix.report.render import Format
 
-    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
+    report, text = detector.report, detector.to_json()
     if output is not None:
         write_atomic(output, text, force=force)
     if fmt is Format.json:
@@ -285,8 +281,12 @@ def print_detect(report: dict[str, Any], fmt: Any, output: Path | None, force: b
         return
     from rich.table import Table
 
+    from fairfix.report.audit import minority_note
+
+    note = minority_note(report)
     t = Table(title=rich_text(f"detector ({report['mode']} mode, layer {report['layer']}): minority "
-                              f"{report['minority']} of {report['group_column']}"), title_justify="left")
+                              f"{report['minority']} of {report['group_column']}"), title_justify="left",
+              caption=rich_text(note) if note else None, caption_justify="left")
     for col in ("tau", "TPR", "FPR", "precision", "activation rate"):
         t.add_column(col, justify="right")
     t.add_row(_rate(report["tau"]), _rate(report["tpr"]), _rate(report["fpr"]), _rate(report["precision"]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -26,26 +25,14 @@ def compare(
     junit: _options.JunitOpt = None,
 ) -> None:
     """Compare two audits (fairfix.compare/1); exit 1 when a --fail-on gate trips."""
-    from fairfix import errors
-    from fairfix.report.compare import build_compare
+    from fairfix.report.compare import build_compare, read_audit
 
     if output is not None:
         from fairfix.report.io import check_writable
 
         check_writable(output, force, inputs=[before, after])
     _options.check_junit(junit, force, [before, after], {"--output": output})
-    docs = []
-    for p in (before, after):
-        if not p.is_file():
-            raise errors.DataError(errors.MISSING_FILE.format(path=p))
-        try:
-            docs.append(json.loads(p.read_text()))
-        except (OSError, ValueError) as exc:
-            raise errors.DataError(f"{p}: not JSON ({exc})") from exc
-    for p, d in zip((before, after), docs, strict=True):
-        if not isinstance(d, dict) or d.get("schema") != "fairfix.audit/1":
-            schema = d.get("schema") if isinstance(d, dict) else None
-            raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {schema!r})")
+    docs = [read_audit(before), read_audit(after)]  # both read before either is compared
     doc = build_compare(docs[0], docs[1], fail_on=fail_on or ())
     for line in doc.get("warnings") or []:  # other rows, groups or positive label: said before the result
         _output.warn(f"{before} vs {after}: {line}")

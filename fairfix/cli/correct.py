@@ -115,10 +115,9 @@ def correct(
 ) -> None:
     """Train a FairNet adapter and write a bundle; prints fairfix.compare/1 (before vs after)."""
     from fairfix import errors, tracking
-    from fairfix.correct.bundle import save_bundle
+    from fairfix.correct.bundle import save_correction
     from fairfix.correct.fairnet import CorrectConfig
-    from fairfix.correct.run import correct as run_correct
-    from fairfix.detect.fit import DetectorConfig
+    from fairfix.correct.job import check_job, correct_job, parse_tau
 
     # --out / --output may be no input: a bundle written over its own base (or detector) loses it (issue 20)
     _output.check_outputs(out, output, force, inputs=[data, model, detector, eval_data])
@@ -126,40 +125,20 @@ def correct(
     log_to_mlflow = tracking.enabled(mlflow)
     if log_to_mlflow:
         tracking.check_available()
-    modes = list(mode or ["auto"])
-    if len(group) > 1:
-        from fairfix.correct.progressive import check_groups, parse_minority
-
-        check_groups(group, {"--mode": modes})
-        if detector is not None:
-            raise errors.UsageError("--detector: with several --group a detector is fitted per attribute, in turn, "
-                                    "on the model corrected so far; drop --detector")
-        if resume:
-            raise errors.UsageError("--resume: not available with several --group")
-        minorities = parse_minority(minority, group)
-    elif len(modes) > 1:
-        raise errors.UsageError(f"--mode: {len(modes)} values for one --group")
-    if tau == "auto":
-        tau_value = None
-    else:
-        try:
-            tau_value = float(tau)
-        except ValueError:
-            raise errors.UsageError(f"--tau {tau!r}: expected 'auto' or a number in [0, 1]") from None
+    columns, modes, minorities = check_job(group, list(mode or ["auto"]), minority, detector=detector, resume=resume)
     config = CorrectConfig(rank=rank, alpha=alpha, dropout=dropout, targets=_model.split_columns(targets),
                            margin=margin, distance=distance, normalize=not raw_distance, groups=groups,
                            objective=objective, ce_weight=ce_weight, balance=balance, train_on=train_on,
                            steps=steps, eval_every=eval_every, epochs=epochs, batch_size=batch_size, lr=lr,
-                           tau=tau_value, max_accuracy_drop=max_accuracy_drop, guard_se=guard_se,
+                           tau=parse_tau(tau), max_accuracy_drop=max_accuracy_drop, guard_se=guard_se,
                            guard_wga_se=guard_wga_se, folds=folds, val_fraction=val_fraction, seed=seed)
     base = _model.load(model, factory, None, None)
-    if len(group) > 1:
-        _correct_many(data, base, label=label, groups=group, minority=minorities, modes=modes, seed=seed,
+    if len(columns) > 1:
+        _correct_many(data, base, label=label, groups=columns, minority=minorities, modes=modes,
                       config=config, eval_data=eval_data, input_format=input_format, out=out, fmt=fmt,
                       output=output, force=force, max_accuracy_drop=max_accuracy_drop, guard_se=guard_se,
                       quiet=quiet, log_to_mlflow=log_to_mlflow, model_path=model)
         return
-    group_col, mode_value = group[0], modes[0]
     checkpoint = out.parent / f".{out.name}.checkpoint"
     if resume and not checkpoint.is_dir():
         raise errors.UsageError(f"--resume: no checkpoint of an interrupted run at {checkpoint}")
@@ -167,14 +146,11 @@ def correct(
         _output.note(f"found the checkpoint of an interrupted run at {checkpoint}; this run starts over and "
                      "replaces it (pass --resume to continue it instead)")
     with _resume_hint(checkpoint), _output.StageProgress(quiet=quiet) as progress:
-        corrected, result = run_correct(
-            data, base, label=label, group=group_col, minority=minority,
-            detector=str(detector) if detector is not None else None,
-            detector_config=DetectorConfig(mode=mode_value, seed=seed), config=config, eval_data=eval_data,
-            input_format=input_format, progress=progress, checkpoint=checkpoint, resume=resume)
-    save_bundle(out, corrected, result["record"], force=force,
-                reports={"before": result["before"], "after": result["after"], "compare": result["compare"]},
-                extra_config={"label": label, "group": group_col})
+        corrected, result = correct_job(data, base, label=label, groups=columns, minority=minorities, modes=modes,
+                                        detector=detector, config=config, eval_data=eval_data,
+                                        input_format=input_format, progress=progress, checkpoint=checkpoint,
+                                        resume=resume)
+    save_correction(out, corrected, result, label=label, groups=columns, config=config, force=force)
     import shutil
 
     shutil.rmtree(checkpoint, ignore_errors=True)
@@ -227,24 +203,18 @@ def _choice(ch: dict[str, Any], base: dict[str, Any], word: str, evidence: dict[
 
 
 def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minority: dict[str, list[str]],
-                  modes: list[str], seed: int, config: Any, eval_data: str | None, input_format: str | None,
+                  modes: list[str], config: Any, eval_data: str | None, input_format: str | None,
                   out: Path, fmt: Format | None, output: Path | None, force: bool, max_accuracy_drop: float,
                   guard_se: float, quiet: bool, log_to_mlflow: bool, model_path: str) -> None:
     """Several ``--group``: progressive correction, one bundle with a named adapter per attribute."""
-    from fairfix.correct.bundle import save_progressive_bundle
-    from fairfix.correct.progressive import correct_many
-    from fairfix.detect.fit import DetectorConfig
+    from fairfix.correct.bundle import save_correction
+    from fairfix.correct.job import correct_job
 
     with _output.StageProgress(quiet=quiet) as progress:
-        corrected, result = correct_many(
-            data, base, label=label, groups=groups, minority=minority,
-            detector_configs=[DetectorConfig(mode=m, seed=seed) for m in modes], config=config,
-            eval_data=eval_data, input_format=input_format, progress=progress)
-    from dataclasses import asdict
-
-    save_progressive_bundle(out, corrected, force=force, config={**asdict(config), "label": label, "group": groups},
-                            reports={"before": result["before"], "after": result["after"],
-                                     "compare": result["compare"]})
+        corrected, result = correct_job(data, base, label=label, groups=groups, minority=minority, modes=modes,
+                                        config=config, eval_data=eval_data, input_format=input_format,
+                                        progress=progress)
+    save_correction(out, corrected, result, label=label, groups=groups, config=config, force=force)
     doc = result["compare"]
     for a in doc["attributes"]:
         if a["adapter_enabled"]:

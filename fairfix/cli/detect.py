@@ -74,4 +74,4 @@ def detect(
     _output.note(f"minority {det.minority!r} ({det.report['minority_chosen_by']}); wrote {out}")
     if det.report.get("reason"):
         _output.warn(det.report["reason"])
-    _output.print_detect(det.report, fmt or Format.table, output, force)
+    _output.print_detect(det, fmt or Format.table, output, force)

@@ -23,6 +23,11 @@ def predict(
     id_column: Annotated[str | None, typer.Option(
         "--id", help="Column copied to the output (else a row number)."
     )] = None,
+    keep: Annotated[list[str] | None, typer.Option(
+        "--keep", help="Input column to carry into the output (repeatable), e.g. the label and group columns "
+                       "for `fairfix audit OUTPUT`."
+    )] = None,
+    keep_all: Annotated[bool, typer.Option("--keep-all", help="Carry every input column into the output.")] = False,
     factory: _model.FactoryOpt = None,
     features: _model.FeaturesOpt = None,
     text_column: _model.TextColumnOpt = None,
@@ -34,15 +39,15 @@ def predict(
     force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
     quiet: _options.QuietOpt = False,
 ) -> None:
-    """Write id/row, score (per class for multiclass) and pred for every row."""
+    """Write id/row, kept columns, score (per class for multiclass) and pred for every row."""
     from fairfix.predict import predict as run_predict
     from fairfix.report.io import check_writable
 
     check_writable(output, force, inputs=[data, model])
     loaded = _model.load(model, factory, features, text_column)
     with _output.RowProgress("predicting", quiet=quiet) as progress:
-        result = run_predict(data, loaded, output, id_column=id_column, threshold=threshold,
-                             batch_rows=batch_size, input_format=input_format, force=force,
+        result = run_predict(data, loaded, output, id_column=id_column, threshold=threshold, keep=keep or (),
+                             keep_all=keep_all, batch_rows=batch_size, input_format=input_format, force=force,
                              progress=progress)
     _model.warn_filled(loaded, data)
     _output.note(f"wrote {result['rows']} rows to {result['output']}")

@@ -18,7 +18,7 @@ attribute (PEFT's layout for named adapters), ``detectors/<name>/`` and
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +27,65 @@ import torch
 from fairfix import errors
 
 SCHEMA = "fairfix.bundle/1"
+#: Where a bundle holds its base model when the base was never saved (a model trained or built in
+#: memory through the Python API): the manifest's ``base_model.path`` is then this folder, inside the bundle.
+EMBEDDED_BASE = "base"
+
+#: Writes a base model into the folder it is given and returns its manifest (:func:`save_correction`).
+BaseWriter = Callable[[Path], dict[str, Any]]
+
+
+def save_correction(out: str | Path, corrected: Any, result: dict[str, Any], *, label: str, groups: Sequence[str],
+                    config: Any, force: bool = False, write_base: BaseWriter | None = None,
+                    extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the bundle of a correction (``fairfix correct``, the Python API's ``Bundle.save``); the manifest.
+
+    ``result``: :func:`fairfix.correct.run.correct`'s (one attribute) or
+    :func:`fairfix.correct.progressive.correct_many`'s (several ``groups``).  ``write_base``: for a
+    base model that has no folder of its own, writes it inside the bundle (:data:`EMBEDDED_BASE`).
+    ``extra_config``: more keys for the manifest's config (a recipe's name).
+    """
+    from dataclasses import asdict
+
+    reports = {"before": result["before"], "after": result["after"], "compare": result["compare"]}
+    if len(groups) > 1:
+        return save_progressive_bundle(out, corrected, force=force, reports=reports, write_base=write_base,
+                                       config={**asdict(config), "label": label, "group": list(groups),
+                                               **(extra_config or {})})
+    return save_bundle(out, corrected, result["record"], force=force, reports=reports, write_base=write_base,
+                       extra_config={"label": label, "group": groups[0], **(extra_config or {})})
+
+
+def _base_ref(base: Any, write_base: BaseWriter | None, detectors: Sequence[Any]) -> tuple[dict[str, Any], Any]:
+    """The manifest's ``base_model`` and the step that writes an embedded base (it fills the reference in)."""
+    ref: dict[str, Any] = {"path": str(base.path) if base.path else None, "sha256": base.digest, "kind": base.kind}
+
+    def embed(tmp: Path) -> None:
+        if write_base is None:
+            return
+        from fairfix.artifacts import digest
+
+        manifest = write_base(tmp / EMBEDDED_BASE)
+        ref.update(path=EMBEDDED_BASE, sha256=digest(manifest), embedded=True)
+        for det in detectors:  # the detectors name the base they were fitted on
+            det.base = {**det.base, "path": EMBEDDED_BASE, "sha256": ref["sha256"]}
+
+    return ref, embed
 
 
 def save_bundle(out: str | Path, corrected: Any, record: dict[str, Any], *, reports: dict[str, Any],
-                extra_config: dict[str, Any] | None = None, force: bool = False) -> dict[str, Any]:
+                extra_config: dict[str, Any] | None = None, force: bool = False,
+                write_base: BaseWriter | None = None) -> dict[str, Any]:
     """Write ``corrected`` (a :class:`~fairfix.correct.fairnet.CorrectedModel`) as a bundle directory."""
     from safetensors.torch import save_file
 
     from fairfix.artifacts import write_artifact
 
+    base = corrected.base
+    ref, embed = _base_ref(base, write_base, [corrected.detector])
+
     def write(tmp: Path) -> None:
+        embed(tmp)
         corrected.peft_model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
         corrected.detector.save(tmp / "detector")
         save_file({k: v.contiguous().float() if v.is_floating_point() else v.contiguous()
@@ -44,13 +93,11 @@ def save_bundle(out: str | Path, corrected: Any, record: dict[str, Any], *, repo
         for name, rep in reports.items():
             (tmp / f"{name}.json").write_text(json.dumps(rep, indent=2, allow_nan=False) + "\n")
 
-    base = corrected.base
     return write_artifact(
         out, kind="bundle", schema=SCHEMA, write_files=write, force=force,
         config={**record["config"], **(extra_config or {})},
         extra={
-            "base_model": {"path": str(base.path) if base.path else None, "sha256": base.digest,
-                           "kind": base.kind},
+            "base_model": ref,
             "tap_layer": corrected.tap_layer,
             "tau": corrected.tau,
             "adapter_enabled": corrected.enabled,
@@ -155,7 +202,8 @@ def _check_adapter_sizes(config: Path, weights: Path) -> None:
 
 
 def save_progressive_bundle(out: str | Path, corrected: Any, *, reports: dict[str, Any],
-                            config: dict[str, Any], force: bool = False) -> dict[str, Any]:
+                            config: dict[str, Any], force: bool = False,
+                            write_base: BaseWriter | None = None) -> dict[str, Any]:
     """Write a :class:`~fairfix.correct.progressive.ProgressiveModel` as a bundle directory.
 
     Its adapters in PEFT's own layout for named adapters (``adapter/<name>/adapter_config.json``
@@ -168,8 +216,11 @@ def save_progressive_bundle(out: str | Path, corrected: Any, *, reports: dict[st
     from fairfix.artifacts import write_artifact
 
     attrs = corrected.attributes
+    base = corrected.base
+    ref, embed = _base_ref(base, write_base, [a.detector for a in attrs])
 
     def write(tmp: Path) -> None:
+        embed(tmp)
         corrected.peft_model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
         (tmp / "detectors").mkdir()
         (tmp / "prototypes").mkdir()
@@ -180,12 +231,10 @@ def save_progressive_bundle(out: str | Path, corrected: Any, *, reports: dict[st
         for name, rep in reports.items():
             (tmp / f"{name}.json").write_text(json.dumps(rep, indent=2, allow_nan=False) + "\n")
 
-    base = corrected.base
     return write_artifact(
         out, kind="bundle", schema=SCHEMA, write_files=write, force=force, config=config,
         extra={
-            "base_model": {"path": str(base.path) if base.path else None, "sha256": base.digest,
-                           "kind": base.kind},
+            "base_model": ref,
             # the first attribute's gate at the top, for the single-attribute fields' checks
             "tap_layer": attrs[0].tap_layer,
             "tau": None,

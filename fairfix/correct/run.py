@@ -113,6 +113,7 @@ def correct(
     from fairfix.detect.fit import (
         Detector,
         DetectorConfig,
+        default_minority,
         fit_detector,
         load_detector,
     )
@@ -131,6 +132,7 @@ def correct(
 
     if isinstance(detector, str | Path):
         detector = load_detector(detector, model)
+    worst = None
     if detector is None:
         dcfg = detector_config or DetectorConfig(seed=config.seed)
         det_frame = fit_frame
@@ -139,9 +141,12 @@ def correct(
         elif not minority:
             # DESIGN.md section 3: the default minority is the group of the worst cell on the guard's rows
             # (not on the detector's own held-out rows, which are few when labels are partial).
-            minority = _default_minority_on_val(model, judge_frame, label, group)
+            minority, worst = default_minority(judge_frame, np.arange(len(judge_frame)), model, label, group)
         detector = fit_detector(det_frame, model, group=None if dcfg.mode == "none" else group,
                                 minority=minority, label=label, config=dcfg, progress=progress)
+        if worst is not None:  # say how the minority was chosen, as `fairfix detect` does
+            detector.report.update(minority_chosen_by="worst (group, label) cell of the base model on the guard's "
+                                                      "rows", worst_cell=worst)
     if not isinstance(detector, Detector):
         raise errors.UsageError("detector must be a fairfix Detector or a detector directory")
     minority_vals = detector.minority
@@ -186,6 +191,8 @@ def correct(
     det = detector_summary(corrected, eval_frame, group)
     acc_data = float((held["base_pred_all"] == y_all).mean())  # the base's pass over DATA, made once in the fit
     record["warnings"] = memorised_rows(model, data, acc_data, eval_frame if eval_data is not None else None, label)
+    if eval_data is None and corrected.enabled:  # adapter off: after equals before, nothing was chosen
+        record["warnings"].append(chosen_on_note(eval_name))
     compare = build_compare(before, after, detector=det, tau=corrected.tau, extra={
         "evaluated_on": eval_name,
         "adapter_enabled": corrected.enabled,
@@ -245,9 +252,22 @@ def memorised_rows(model: Model, data: Any, acc_data: float, eval_frame: Any, la
     return []
 
 
-def _default_minority_on_val(model: Any, frame: Any, label: str, group: str) -> list[Any]:
-    import fairfix
+def chosen_on_note(evaluated_on: str) -> str:
+    """One line: without ``--eval`` the after-figures are on the rows the guard chose its setting on.
 
-    rep = fairfix.audit(frame[frame[group].notna()], label=label, group=[group], model=model, bootstrap=0)
-    worst = rep.summary["worst_group"]
-    return [] if worst is None else [worst["group"][group]]
+    Out-of-fold (or validation) predictions are held out from the adapters that made them, but
+    the guard kept the best of its settings on these same rows: optimistic through selection.
+    """
+    return (f"the after-figures are on the rows the guard chose its setting from ({evaluated_on}): held out "
+            "from the adapters, but the best of many settings on them, so optimistic; pass --eval TABLE (rows the "
+            "correction never saw) for figures to trust")
+
+
+def _default_minority_on_val(model: Any, frame: Any, label: str, group: str) -> list[Any]:
+    """The group holding the base's worst (group, label) cell on ``frame``'s rows ([] when none has rows)."""
+    from fairfix.detect.fit import default_minority
+
+    try:
+        return default_minority(frame, np.arange(len(frame)), model, label, group)[0]
+    except errors.DataError:
+        return []

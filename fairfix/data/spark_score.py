@@ -130,9 +130,10 @@ def _output_schema(df: Any, model: Any, id_column: str | None) -> tuple[Any, lis
     """The result's schema (kept columns, scores, pred, extras) and the kept input columns."""
     from pyspark.sql import types as T
 
+    from fairfix.predict import output_columns
+
     kept = [id_column] if id_column is not None else list(df.columns)
-    names = [f"score_{c}" for c in model.classes] if model.positive_index is None else ["score"]
-    names += ["pred", *model.extra_outputs]
+    names = output_columns(model)
     clash = [c for c in names if c in kept]
     if clash:
         raise errors.UsageError(

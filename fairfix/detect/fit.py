@@ -89,6 +89,22 @@ class Detector:
                for i in range(0, len(values), batch)]
         return torch.cat(out).double().numpy() if out else np.zeros(0)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``fairfix.detect/1`` report (what ``fairfix detect --format json`` prints)."""
+        return self.report
+
+    def to_json(self) -> str:
+        """The report as ``fairfix detect --format json`` prints it."""
+        import json
+
+        return json.dumps(self.report, indent=2, allow_nan=False, default=str) + "\n"
+
+    @classmethod
+    def load(cls, path: str | Path, model: Any = None) -> Detector:
+        """Load a detector directory (:func:`load_detector`); ``model`` (its base) is checked when given."""
+        # the Python API's Model holds the library model (which has a torch ``module``) as ``model``
+        return load_detector(path, model if model is None or hasattr(model, "module") else model.model)
+
     def save(self, out: str | Path, *, force: bool = False) -> dict[str, Any]:
         """Write the detector directory (manifest + safetensors)."""
         from safetensors.torch import save_file
@@ -214,8 +230,10 @@ def default_minority(frame: Any, rows: np.ndarray, model: Any, label: str, group
     worst = report.summary["worst_group"]
     if worst is None:
         raise errors.DataError(f"cannot pick a minority group of {group!r}: no (group, label) cell has rows")
-    return [worst["group"][group]], {"group": worst["group"], "label": worst["label"],
-                                      "accuracy": report.summary["worst_group_accuracy"]}
+    value = worst["group"][group]
+    share = float(np.mean([str(v) == str(value) for v in sub[group]])) if len(sub) else None
+    return [value], {"group": worst["group"], "label": worst["label"],
+                     "accuracy": report.summary["worst_group_accuracy"], "share": share}
 
 
 # -- training -----------------------------------------------------------------------

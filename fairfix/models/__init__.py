@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairfix import errors
 from fairfix.models.base import Model, Representation
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["Model", "Representation", "load_model"]
 
@@ -21,13 +24,16 @@ __all__ = ["Model", "Representation", "load_model"]
 def load_model(
     path: str | Path,
     *,
-    factory: str | None = None,
+    factory: str | nn.Module | None = None,
     features: Sequence[str] | None = None,
     text_column: str | None = None,
     classes: Sequence[Any] | None = None,
     base: str | Path | None = None,
 ) -> Model:
     """Load a model of any supported kind (a FairNet bundle loads its base too; ``base`` overrides its path).
+
+    ``factory`` is ``package.module:function`` or, from Python, an ``nn.Module`` whose copy
+    takes the weights (a bundle's base model too).
 
     Raises
     ------
@@ -42,10 +48,10 @@ def load_model(
     if p.is_dir() and (p / MANIFEST).is_file() and factory is not None:
         manifest = read_manifest(p)
         if manifest["kind"] == "bundle":  # --factory names the code of the bundle's base model
-            from fairfix.models.factory import trusted_factories
+            from fairfix.models.factory import factory_name, trusted_factories
 
-            with trusted_factories(factory):
-                return _load_bundle(p, manifest, base)
+            with trusted_factories(factory_name(factory)):
+                return _load_bundle(p, manifest, base, factory if not isinstance(factory, str) else None)
     if factory is not None:
         from fairfix.models.factory import load_factory_model
 
@@ -83,7 +89,7 @@ def load_model(
     )
 
 
-def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None) -> Model:
+def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None, module: Any = None) -> Model:
     """Check the bundle manifest's fields, load it, and check its tap layer against the base."""
     import math
 
@@ -105,7 +111,7 @@ def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None) -> 
     for key, ok in checks:
         if not ok:
             raise errors.ModelError(f"{mf}: bad {key!r} ({manifest.get(key)!r})")
-    model = load_bundle(p, manifest, _bundle_base(p, manifest["base_model"], base))
+    model = load_bundle(p, manifest, _bundle_base(p, manifest["base_model"], base, module))
     inner = getattr(model, "base", None)
     if inner is not None:
         try:
@@ -115,16 +121,23 @@ def _load_bundle(p: Path, manifest: dict[str, Any], base: str | Path | None) -> 
     return model
 
 
-def _bundle_base(p: Path, ref: dict[str, Any], base_path: str | Path | None) -> Model:
+def _bundle_base(p: Path, ref: dict[str, Any], base_path: str | Path | None, module: Any = None) -> Model:
     """Load the bundle's base model and check its sha256 against the manifest's.
 
-    The base is ``base_path`` or the manifest's path (a relative one not found as given: relative
-    to the bundle's folder).
+    The base is ``base_path`` or the manifest's path: ``base/`` inside the bundle itself when the
+    manifest says ``"embedded": true`` (a bundle made from a model in memory holds it,
+    :data:`fairfix.correct.bundle.EMBEDDED_BASE`), else a
+    relative path not found as given is relative to the bundle's folder.  ``module``: the
+    ``nn.Module`` a factory base is built on (the Python API's ``factory=``).
     """
+    from fairfix.correct.bundle import EMBEDDED_BASE
+
     bp = Path(base_path) if base_path is not None else (Path(ref["path"]) if ref.get("path") else None)
     if bp is None:
         raise errors.ModelError(f"{p}: the bundle does not say where its base model is; pass --base PATH")
-    if not bp.is_absolute() and not bp.exists() and (p.parent / bp).exists():
+    if base_path is None and ref.get("embedded") is True:
+        bp = p / EMBEDDED_BASE
+    elif not bp.is_absolute() and not bp.exists() and (p.parent / bp).exists():
         bp = p.parent / bp
     from fairfix.artifacts import bundle_base_path
 
@@ -133,7 +146,7 @@ def _bundle_base(p: Path, ref: dict[str, Any], base_path: str | Path | None) -> 
             f"{p}: its base model {bp} is itself a FairNet bundle; a bundle's base must be a model "
             "(was the base overwritten by `correct --out BASE --force`?)"
         )
-    base = load_model(bp)
+    base = load_model(bp, factory=module)
     if ref.get("sha256") and base.digest != ref["sha256"]:
         raise errors.ModelError(
             f"{p}: base model {bp} has sha256 {str(base.digest)[:12]}..., the bundle was made for "

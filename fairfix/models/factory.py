@@ -231,13 +231,31 @@ def check_recorded_factory(path: Path, factory: Any) -> str:
     )
 
 
-def import_factory(factory: str) -> nn.Module:
+def factory_name(factory: str | nn.Module) -> str:
+    """What a manifest records as the factory: the ``package.module:function`` given, or a module's class.
+
+    A model built from an ``nn.Module`` in memory (the Python API) records its class as
+    ``package.module:Class``; loading it back takes ``factory=`` (that name, if the class builds
+    the module without arguments, or the module itself): fairfix never runs what a manifest names
+    on its own.
+    """
+    if isinstance(factory, nn.Module):
+        return f"{type(factory).__module__}:{type(factory).__qualname__}"
+    return factory
+
+
+def import_factory(factory: str | nn.Module) -> nn.Module:
     """Build the module named by ``package.module:function`` (called without arguments).
 
     The module is imported from ``sys.path`` as it is: the working directory is
     not added (install the package, or set ``PYTHONPATH``), so a file that happens
-    to lie next to the data is never imported by accident.
+    to lie next to the data is never imported by accident.  An ``nn.Module`` (the
+    Python API) gives a deep copy of itself: the caller's module is never changed.
     """
+    if isinstance(factory, nn.Module):
+        import copy
+
+        return copy.deepcopy(factory)
     mod_name, sep, func_name = factory.partition(":")
     if not sep or not mod_name or not func_name:
         raise errors.ModelError(
@@ -301,7 +319,7 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
 
 def load_factory_model(
     path: str | Path,
-    factory: str,
+    factory: str | nn.Module,
     *,
     features: Sequence[str] | str | None = None,
     classes: Sequence[Any] | None = None,
@@ -361,7 +379,7 @@ def load_factory_model(
     check_state_dict(module, state, str(weights))
     module.load_state_dict(state)
     module.eval()
-    n_out = _output_width(module, len(features), factory)
+    n_out = _output_width(module, len(features), factory_name(factory))
     single = n_out == 1
     if classes is None:
         classes = recorded.get("classes") or list(range(2 if single else n_out))
@@ -381,9 +399,43 @@ def load_factory_model(
 
         positive = choose_positive(classes)[0] if n_cls == 2 else None
     digest = manifest.get("digest") if manifest is not None else _file_digest(weights)
-    return FactoryModel(module, factory=factory, features=features, classes=classes,
+    return FactoryModel(module, factory=factory_name(factory), features=features, classes=classes,
                         positive=positive, single_logit=single, path=path, digest=digest,
                         manifest=manifest)
+
+
+def module_model(module: nn.Module, *, features: Sequence[str], classes: Sequence[Any] | None = None,
+                 positive: Any = None, factory: str | None = None) -> FactoryModel:
+    """A trained ``nn.Module`` in memory as a model over the numeric ``features``.
+
+    A deep copy: the caller's module is never changed, not even by a correction's LoRA layers.
+
+    ``classes`` default to ``0 .. C-1`` (C from a dry pass; one logit: binary 0/1); ``positive`` to
+    :func:`fairfix.metrics.counts.choose_positive`'s choice for two classes.  ``factory`` is the name its
+    saved manifest records (default: the module's class, :func:`factory_name`).
+    """
+    from fairfix.metrics.counts import choose_positive, normalize_values
+
+    if not isinstance(module, nn.Module):
+        raise errors.UsageError(f"expected a torch nn.Module, got {type(module).__name__}")
+    features = [str(f) for f in features]
+    if not features:
+        raise errors.UsageError("a torch module needs features=[column, ...] (its input columns, in order)")
+    name = factory or factory_name(module)
+    module = import_factory(module).eval()
+    n_out = _output_width(module, len(features), name)
+    single = n_out == 1
+    n_cls = 2 if single else n_out
+    classes = normalize_values(list(classes)) if classes is not None else list(range(n_cls))
+    if len(classes) != n_cls:
+        raise errors.UsageError(f"{len(classes)} classes given ({', '.join(map(repr, classes))}) but the module "
+                                f"has {n_out} output(s)" + (" (one logit: binary)" if single else ""))
+    if positive is None and n_cls == 2:
+        positive = choose_positive(classes)[0]
+    elif positive is not None and positive not in classes:
+        raise errors.UsageError(f"positive {positive!r} is not one of the classes {classes}")
+    return FactoryModel(module, factory=name, features=features, classes=classes,
+                        positive=positive if n_cls == 2 else None, single_logit=single)
 
 
 def _output_width(module: nn.Module, n_features: int, factory: str) -> int:
@@ -420,7 +472,7 @@ def train_factory(
     *,
     label: str,
     features: Sequence[str],
-    factory: str,
+    factory: str | nn.Module,
     config: ErmConfig,
     positive: Any = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
@@ -449,12 +501,13 @@ def train_factory(
         )
     classes, pos = label_vocabulary(frame[label], positive)
     x = torch.from_numpy(numeric_matrix(frame, features))
+    name = factory_name(factory)
     with torch.random.fork_rng(devices=[]):  # a probe for the output width; its weights are dropped
-        n_out = _output_width(import_factory(factory).eval(), len(features), factory)
+        n_out = _output_width(import_factory(factory).eval(), len(features), name)
     single = n_out == 1
     if (2 if single else n_out) != len(classes):
         raise errors.UsageError(
-            f"factory {factory!r}: the module has {n_out} output(s) but the label {label!r} has "
+            f"factory {name!r}: the module has {n_out} output(s) but the label {label!r} has "
             f"{len(classes)} classes ({', '.join(map(repr, classes))})"
         )
     y = torch.from_numpy(encode_labels(frame[label], classes))
@@ -463,6 +516,6 @@ def train_factory(
         lambda: import_factory(factory), x, y, train_idx=tr_idx, val_idx=val_idx, config=config,
         forward=lambda m, xb: _class_logits(m(xb.to(_param_dtype(m))), single), progress=progress,
     )
-    model = FactoryModel(module, factory=factory, features=features, classes=classes,
+    model = FactoryModel(module, factory=name, features=features, classes=classes,
                          positive=pos, single_logit=single)
     return model, info

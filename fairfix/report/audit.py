@@ -70,6 +70,12 @@ class AuditReport:
         """Groups smaller than ``min_group_size``."""
         return [g for g in self.groups if g["small"]]
 
+    def to_json(self) -> str:
+        """``fairfix.audit/1`` as indented JSON (null for undefined values): what ``--format json`` prints."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
     def to_dict(self) -> dict[str, Any]:
         """The ``fairfix.audit/1`` JSON object (NaN written as null)."""
         return _jsonable(
@@ -127,6 +133,38 @@ def _containing(lo: float, hi: float, point: Any) -> tuple[float, float]:
 def group_label(group: dict[str, Any]) -> str:
     """``sex=Female, race=Black``: how messages and tables name a group."""
     return ", ".join(f"{k}={v}" for k, v in group.items())
+
+
+def worst_cell_text(summary: dict[str, Any]) -> str | None:
+    """The worst (group, label) cell and its accuracy: ``race=White, label=no 0.077`` (None when there is none).
+
+    The worst-group accuracy is a cell's, not a group's: a group whose accuracy is 0.69 may hold
+    it, through one label served badly, so every report names the label beside the group.
+    """
+    wg = summary.get("worst_group")
+    if not isinstance(wg, dict) or not isinstance(wg.get("group"), dict):
+        return None
+    acc = summary.get("worst_group_accuracy")
+    value = "" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f" {float(acc):.3f}"
+    return f"{group_label(wg['group'])}, label={wg.get('label')}{value}"
+
+
+def minority_note(report: dict[str, Any] | None) -> str | None:
+    """When the default minority is the larger group: which cell made it the "minority" (a detector report).
+
+    The default minority is the group that holds the base model's worst (group, label) cell, so it
+    can hold most rows (law school data: White, 84% of rows, through its failing students).
+    """
+    worst = (report or {}).get("worst_cell")
+    if not isinstance(worst, dict) or not isinstance(worst.get("group"), dict):
+        return None
+    share = worst.get("share")
+    if share is None or share <= 0.5:
+        return None
+    acc = worst.get("accuracy")
+    cell = worst_cell_text({"worst_group": worst, "worst_group_accuracy": acc})
+    return (f"the minority {group_label(worst['group'])} holds {share:.0%} of the rows: it was chosen because it "
+            f"holds the base model's worst cell ({cell}); --minority names another group")
 
 
 def build_report(

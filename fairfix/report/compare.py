@@ -6,6 +6,7 @@ import io
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fairfix import __version__, errors
@@ -31,6 +32,27 @@ def _delta(a: Any, b: Any) -> float | None:
 def _check_audit(doc: Any, name: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("schema") != "fairfix.audit/1":
         raise errors.DataError(f"{name}: not a fairfix.audit/1 JSON document")
+    return doc
+
+
+def read_audit(path: str | Path) -> dict[str, Any]:
+    """A ``fairfix.audit/1`` document from a JSON file (``fairfix compare``'s BEFORE / AFTER).
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        A missing file, a file that is not JSON, or JSON of another schema (naming the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise errors.DataError(errors.MISSING_FILE.format(path=p))
+    try:
+        doc = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise errors.DataError(f"{p}: not JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != "fairfix.audit/1":
+        schema = doc.get("schema") if isinstance(doc, dict) else None
+        raise errors.DataError(f"{p}: not a fairfix.audit/1 document (schema {schema!r})")
     return doc
 
 
@@ -105,8 +127,27 @@ def mismatches(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 def _rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    return [(SUMMARY_LABELS[k], fmt_num(doc["before"]["summary"].get(k)), fmt_num(doc["after"]["summary"].get(k)),
+    from fairfix.report.audit import worst_cell_text
+
+    rows = [(SUMMARY_LABELS[k], fmt_num(doc["before"]["summary"].get(k)), fmt_num(doc["after"]["summary"].get(k)),
              _signed(doc["delta"].get(k))) for k in SUMMARY_METRICS]
+    cells = [worst_cell_text(doc[p]["summary"]) for p in ("before", "after")]
+    if any(cells):  # the worst-group accuracy is a (group, label) cell's: name it
+        at = next((i + 1 for i, r in enumerate(rows) if r[0] == SUMMARY_LABELS["worst_group_accuracy"]), len(rows))
+        rows.insert(at, ("worst cell", cells[0] or "-", cells[1] or "-", ""))
+    return rows
+
+
+def detector_rows(doc: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """The detector panel's header and row: TPR/FPR at tau, or "gate: every row" when the adapter is on for all."""
+    det = doc.get("detector")
+    if not det:
+        return None
+    by = ", ".join(f"{k}: {fmt_num(v)}" for k, v in (det.get("activation_rate_by_group") or {}).items())
+    if doc.get("gate") == "all":  # the detector decides nothing: TPR 1 / FPR 0 would describe no gate
+        return ["gate", "activation rate", "by group"], ["every row", fmt_num(det.get("activation_rate")), by]
+    return (["TPR", "FPR", "activation rate", "by group"],
+            [fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")), by])
 
 
 def _signed(x: Any) -> str:
@@ -177,7 +218,7 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         return buf.getvalue()
     if fmt is Format.markdown:
         lines = ["| metric | before | after | delta |", "|---|---|---|---|"]
-        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(doc)]
+        lines += [f"| {a} | {md_text(b)} | {md_text(c)} | {d} |" for a, b, c, d in _rows(doc)]
         lines += ["", "| group | n | accuracy | TPR | FPR |", "|---|---|---|---|---|"]
         for g in doc["groups"]:
             cells = [f"{fmt_num(g[k]['before'])} → {fmt_num(g[k]['after'])} ({_signed(g[k]['delta'])})"
@@ -202,10 +243,10 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
     from rich.table import Table
 
     t = Table(title="summary: before -> after", title_justify="left")
-    for c in ("metric", "before", "after", "delta"):
-        t.add_column(c, justify="left" if c == "metric" else "right")
+    for c in ("metric", "before", "after", "delta"):  # the worst cell names a group: fold it, never cut it
+        t.add_column(c, justify="left" if c == "metric" else "right", overflow="fold")
     for row in _rows(doc):
-        t.add_row(*row)
+        t.add_row(*[rich_text(c) for c in row])  # a worst cell names a group: data, never markup
     console.print(t)
     gt = Table(title="per group", title_justify="left")
     gt.add_column("group", overflow="fold")  # long group names wrap, never cut (as in `audit`)
@@ -226,14 +267,17 @@ def render_compare(doc: dict[str, Any], fmt: Format, console: Any = None) -> str
         for cells in _attribute_rows(doc):
             at.add_row(rich_text(cells[0]), *cells[1:])
         console.print(at)
-    det = doc.get("detector")
-    if det:
-        dt = Table(title=f"detector (tau {fmt_num(doc.get('tau'))})", title_justify="left")
-        for c in ("TPR", "FPR", "activation rate", "by group"):
+    panel = detector_rows(doc)
+    if panel:
+        from fairfix.report.audit import minority_note
+
+        title = "detector: gate every row" if doc.get("gate") == "all" else f"detector (tau {fmt_num(doc.get('tau'))})"
+        note = minority_note(doc.get("detector_report"))
+        dt = Table(title=title, title_justify="left", caption=rich_text(note) if note else None,
+                   caption_justify="left")
+        for c in panel[0]:
             dt.add_column(c, justify="right")
-        by = ", ".join(f"{k}: {fmt_num(v)}" for k, v in (det.get("activation_rate_by_group") or {}).items())
-        dt.add_row(fmt_num(det.get("tpr")), fmt_num(det.get("fpr")), fmt_num(det.get("activation_rate")),
-                   rich_text(by))
+        dt.add_row(*panel[1][:-1], rich_text(panel[1][-1]))
         console.print(dt)
     corr = doc.get("correction")
     if corr:

@@ -375,10 +375,10 @@ def _gate_badge(gates: Any) -> str:
 
 
 def _worst_group_text(summary: dict[str, Any], columns: Sequence[str]) -> str:
-    wg = summary.get("worst_group")
-    if not isinstance(wg, dict) or not isinstance(wg.get("group"), dict):
-        return "-"
-    return _e(f"{_group_name(wg['group'], columns)}, label={wg.get('label')}")
+    """The worst (group, label) cell and its accuracy (the worst-group accuracy is a cell's)."""
+    from fairfix.report.audit import worst_cell_text
+
+    return _e(worst_cell_text(summary) or "-")
 
 
 def _audit_meta(doc: dict[str, Any]) -> list[str]:
@@ -449,7 +449,7 @@ def _audit_body(doc: dict[str, Any], plot: _Plotter) -> list[str]:
     sci = doc.get("summary_ci") or {}
     srows = [[_e(SUMMARY_LABELS.get(k, k)), _e(fmt_num(summary.get(k))), _ci_text(sci.get(k))]
              for k in SUMMARY_LABELS if k in summary]
-    srows.insert(min(2, len(srows)), ["worst group", _worst_group_text(summary, cols), ""])
+    srows.insert(min(2, len(srows)), ["worst cell", _worst_group_text(summary, cols), ""])
     out.append(_table(["metric", "value", "interval"], srows))
 
     out.append("<h2>Gates</h2>")
@@ -477,6 +477,8 @@ def _compare_body(doc: dict[str, Any], plot: _Plotter) -> list[str]:
     reason = (doc.get("guard") or {}).get("reason") if isinstance(doc.get("guard"), dict) else None
     if reason:
         out.append(f'<p class="meta">guard: {_e(reason)}</p>')
+    for line in doc.get("warnings") or []:  # e.g. after-figures on the rows the guard chose from: optimistic
+        out.append(f'<p class="meta"><strong>note:</strong> {_e(line)}</p>')
 
     out.append("<h2>Per-group TPR and FPR, before and after</h2>")
     sides = ("before", "after")
@@ -520,7 +522,7 @@ def _compare_body(doc: dict[str, Any], plot: _Plotter) -> list[str]:
         srows.append([_e(name), _e(fmt_num(bs.get(k))), _e(fmt_num(as_.get(k))),
                       f'<span class="{cls}">{_e(_signed(delta.get(k)))}</span>'])
     srows.insert(min(2, len(srows)),
-                 ["worst group", _worst_group_text(bs, cols), _worst_group_text(as_, cols), ""])
+                 ["worst cell", _worst_group_text(bs, cols), _worst_group_text(as_, cols), ""])
     out.append(_table(["metric", "before", "after", "delta"], srows))
     out.append('<p class="meta">Green: the change goes the right way (higher accuracy, '
                "smaller gaps); red: the wrong way.</p>")
@@ -544,16 +546,28 @@ def _compare_body(doc: dict[str, Any], plot: _Plotter) -> list[str]:
 
     det = doc.get("detector")
     if isinstance(det, dict):
+        from fairfix.report.audit import minority_note
+
         out.append("<h2>Detector</h2>")
         minority = det.get("minority")
         minority_text = ", ".join(map(str, minority)) if isinstance(minority, list) else minority
-        out.append(_table(["mode", "minority", "TPR", "FPR", "activation rate"], [[
-            _e(det.get("mode", "-")), _e(minority_text if minority_text not in (None, "") else "-"),
-            _e(fmt_num(det.get("tpr"))), _e(fmt_num(det.get("fpr"))),
-            _e(fmt_num(det.get("activation_rate")))]], numeric_from=2))
-        out.append('<p class="meta">TPR/FPR: the detector at the operating tau against the '
-                   "minority labels of the evaluation rows; activation rate: the share of rows "
-                   "the adapter corrected.</p>")
+        if doc.get("gate") == "all":  # the adapter is on for every row: the detector decides nothing
+            out.append(_table(["mode", "minority", "gate", "activation rate"], [[
+                _e(det.get("mode", "-")), _e(minority_text if minority_text not in (None, "") else "-"),
+                "every row", _e(fmt_num(det.get("activation_rate")))]], numeric_from=3))
+            out.append('<p class="meta">gate: every row: the guard chose the adapter for all rows, so the '
+                       "detector's risk score does not decide which rows are corrected.</p>")
+        else:
+            out.append(_table(["mode", "minority", "TPR", "FPR", "activation rate"], [[
+                _e(det.get("mode", "-")), _e(minority_text if minority_text not in (None, "") else "-"),
+                _e(fmt_num(det.get("tpr"))), _e(fmt_num(det.get("fpr"))),
+                _e(fmt_num(det.get("activation_rate")))]], numeric_from=2))
+            out.append('<p class="meta">TPR/FPR: the detector at the operating tau against the '
+                       "minority labels of the evaluation rows; activation rate: the share of rows "
+                       "the adapter corrected.</p>")
+        note = minority_note(doc.get("detector_report"))
+        if note:
+            out.append(f'<p class="meta">{_e(note)}</p>')
         by = det.get("activation_rate_by_group")
         if isinstance(by, dict) and by:
             names = [_short(str(k)) for k in by]

@@ -88,8 +88,9 @@ def _audit_tables(audit: Mapping[str, Any], level: str = "###") -> list[str]:
             lines.append(f"| {label} | {_num(summary.get(k))} | {_interval(sci.get(k)).strip() or '-'} |")
     worst = summary.get("worst_group")
     if worst:
+        acc = summary.get("worst_group_accuracy")
         lines += ["", f"Worst (group, label) cell: {_cell(_group_name(worst['group']))}, label "
-                      f"{md_code(worst['label'])}."]
+                      f"{md_code(worst['label'])}" + (f", accuracy {_num(acc)}." if acc is not None else ".")]
     return lines
 
 
@@ -146,13 +147,27 @@ def _compare_lines(doc: Mapping[str, Any]) -> list[str]:
                      f"{_num(acc.get('after'))} | {_signed(acc.get('delta'))} |")
     det = doc.get("detector")
     if det:
+        from fairfix.report.audit import minority_note
+
         by = ", ".join(f"{_cell(k)}: {_num(v)}" for k, v in (det.get("activation_rate_by_group") or {}).items())
-        lines += ["", "### Bias detector", "",
-                  "The adapter is switched on for rows whose risk score exceeds tau; the correction's guarantee "
-                  "holds under moderate detector errors, so its TPR and FPR are stated.", "",
-                  "| tau | TPR | FPR | activation rate | by group |", "|---|---|---|---|---|",
-                  f"| {_num(doc.get('tau'))} | {_num(det.get('tpr'))} | {_num(det.get('fpr'))} | "
-                  f"{_num(det.get('activation_rate'))} | {by or '-'} |"]
+        if doc.get("gate") == "all":
+            lines += ["", "### Bias detector", "",
+                      "Gate: every row. The guard chose the adapter for all rows, so the detector's risk score "
+                      "does not decide which rows are corrected.", "",
+                      "| gate | activation rate | by group |", "|---|---|---|",
+                      f"| every row | {_num(det.get('activation_rate'))} | {by or '-'} |"]
+        else:
+            lines += ["", "### Bias detector", "",
+                      "The adapter is switched on for rows whose risk score exceeds tau; the correction's guarantee "
+                      "holds under moderate detector errors, so its TPR and FPR are stated.", "",
+                      "| tau | TPR | FPR | activation rate | by group |", "|---|---|---|---|---|",
+                      f"| {_num(doc.get('tau'))} | {_num(det.get('tpr'))} | {_num(det.get('fpr'))} | "
+                      f"{_num(det.get('activation_rate'))} | {by or '-'} |"]
+        note = minority_note(doc.get("detector_report"))
+        if note:
+            lines += ["", _cell(note[0].upper() + note[1:]) + "."]
+    for line in doc.get("warnings") or []:
+        lines += ["", f"Note: {_cell(line)}."]
     lines += _gate_lines([g for g in doc.get("gates") or []])
     return lines
 

@@ -93,7 +93,12 @@ def fmt_num(x: Any, digits: int = 3) -> str:
 
 def to_json(report: AuditReport) -> str:
     """``fairfix.audit/1`` as indented JSON (null for undefined values)."""
-    return json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    return report.to_json()
+
+
+def summary_json(summary: dict[str, Any]) -> str:
+    """A flat result (``fairfix train``'s summary) as ``--format json`` prints it."""
+    return json.dumps(summary, indent=2, default=str) + "\n"
 
 
 def _group_columns(report: AuditReport) -> list[str]:
@@ -150,11 +155,11 @@ def _summary_rows(report: AuditReport) -> list[tuple[str, str, str]]:
     for key, name in SUMMARY_LABELS.items():
         ci = report.summary_ci.get(key)
         rows.append((name, fmt_num(report.summary[key]), _ci_text(ci).strip()))
-    wg = report.summary.get("worst_group")
-    if wg:
-        from fairfix.report.audit import group_label
+    from fairfix.report.audit import worst_cell_text
 
-        rows.insert(2, ("worst group", f"{group_label(wg['group'])}, label={wg['label']}", ""))
+    cell = worst_cell_text(report.summary)
+    if cell:
+        rows.insert(2, ("worst cell", cell, ""))
     return rows
 
 

@@ -79,7 +79,18 @@ def test_memorised_rows_are_named_in_one_line(ws):
     assert any("DATA is the table the base model was trained on" in w for w in doc["warnings"])
     assert "rows the base has fitted teach the adapter little" in err
     doc, err = _correct(ws, "held.csv", "b_fresh", "--folds", "2")
-    assert doc["warnings"] == [] and "has fitted" not in err
+    assert not any("fitted" in w for w in doc["warnings"]) and "has fitted" not in err
+
+
+def test_after_figures_without_eval_are_called_optimistic_in_one_line(ws):
+    """Without --eval the after-figures are on the rows the guard chose from: out-of-fold, yet chosen on."""
+    doc, err = _correct(ws, "held.csv", "b_oof", "--folds", "2")
+    lines = [line for line in err.splitlines() if "optimistic" in line]
+    assert doc["adapter_enabled"]  # (with the adapter off after equals before: no such line)
+    assert len(lines) == 1 and "--eval" in lines[0] and "out-of-fold" in lines[0], err
+    assert lines[0].startswith("fairfix: warning: ") and any("optimistic" in w for w in doc["warnings"])
+    doc, err = _correct(ws, "held.csv", "b_eval", "--folds", "2", "--eval", str(ws / "held.csv"))
+    assert "optimistic" not in err and not any("optimistic" in w for w in doc["warnings"])
 
 
 def test_an_adapter_turned_down_says_why_in_one_line(ws, tmp_path):
