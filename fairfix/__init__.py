@@ -42,10 +42,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "spark":  # fairfix.spark.audit: the Spark engine (pyspark imported only when it runs)
+    if name in ("spark", "mlflow"):  # fairfix.spark (pyspark imported only when it runs), fairfix.mlflow
         import importlib
 
-        return importlib.import_module("fairfix.spark")
+        return importlib.import_module(f"fairfix.{name}")
     if name in _LAZY:
         import importlib
 

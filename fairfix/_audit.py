@@ -16,9 +16,9 @@ from fairfix.metrics.counts import (
     _MISSING_CODE,
     MISSING,
     CountAccumulator,
+    choose_positive,
     encode,
     float_values,
-    normalize_values,
     numpy_view,
 )
 from fairfix.metrics.gates import parse_gate
@@ -65,34 +65,8 @@ class _Scan:
 
 
 ENGINES = ("auto", "arrow", "duckdb", "spark")
-
-
-def choose_positive(classes: Sequence[Any], given: Any = None) -> tuple[Any, str]:
-    """The positive label of a binary task and where the choice came from.
-
-    Default: ``1`` (or ``True``) when present, else the larger of the two labels
-    (lexically for strings).
-    """
-    if given is not None:
-        for c in classes:
-            if c == given and type(c) is type(given):
-                return c, "--positive"
-        norm = normalize_values([str(given)])[0] if not isinstance(given, bool) else given
-        for c in classes:
-            if c == norm or str(c) == str(given):
-                return c, "--positive"
-        raise errors.DataError(
-            f"--positive {given!r} is not a label value; labels are: {', '.join(map(repr, classes))}"
-        )
-    for c in classes:
-        if c is True or (isinstance(c, int | float) and not isinstance(c, bool) and c == 1):
-            return c, f"default: {c!r} is the positive label"
-    if all(isinstance(c, str) for c in classes):
-        return max(classes), f"default: {max(classes)!r} is the lexically larger label"
-    from fairfix.metrics.counts import _sorted_values
-
-    top = _sorted_values(classes)[-1]
-    return top, f"default: {top!r} is the larger label"
+#: The prediction column of a counts table whose rows a model scored on Spark (renamed on collection).
+_SCORED = "__fairfix_prediction__"
 
 
 def audit(
@@ -201,9 +175,9 @@ def audit(
         raise errors.UsageError("a --group column is named twice")
     if engine not in ENGINES:
         raise errors.UsageError(f"--engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if engine in ("duckdb", "spark") and model is not None:
-        raise errors.UsageError(f"--engine {engine} counts columns; with --model the rows go through the model "
-                                "(use --engine arrow)")
+    if engine == "duckdb" and model is not None:
+        raise errors.UsageError("--engine duckdb counts columns; with --model the rows go through the model "
+                                "(use --engine arrow, or --engine spark to score them on Spark)")
     gates = [parse_gate(expr, SUMMARY_METRICS) for expr in fail_on]
 
     items = list(data) if isinstance(data, list | tuple) else [data]
@@ -223,8 +197,6 @@ def audit(
     remote = [x for x in items if on_spark.is_dataframe(x) or on_spark.is_uri(x)]
     if remote and engine not in ("auto", "spark"):
         raise errors.UsageError(f"--engine {engine}: {_source_name(remote[0])} is read by Spark (--engine spark)")
-    if remote and model is not None:
-        raise errors.UsageError("--model cannot run on Spark: score the rows there first")
     chosen = "spark" if remote else engine
     local = [x for x in items if all(x is not r for r in remote)]
     sources = open_sources(local, input_format) if local else []
@@ -233,9 +205,16 @@ def audit(
     for table in sources:
         table.require(named)
     chosen = _choose_engine(chosen, sources, many, model)
+    model_binary = model is not None and model.positive_index is not None
+    if model is not None and positive is not None and model_binary:
+        given = choose_positive(model.classes, positive)[0]
+        pos_idx = model.classes.index(given)
+    elif model_binary:
+        pos_idx = model.positive_index
+    #: the rows went through the model on Spark: the counts table holds its predictions
+    scored_remotely = model is not None and chosen == "spark"
     weight_col = counts
     if chosen in ("duckdb", "spark"):
-        assert pred_col != "<model>"
         engine_kw: dict[str, Any] = dict(label=label, pred=pred, score=score, groups=groups, threshold=threshold,
                                          counts=counts)
         if chosen == "duckdb":
@@ -250,15 +229,19 @@ def audit(
                 raise errors.UsageError("--engine spark reads files and Spark DataFrames only")
             uri_files = [(x, infer_format(x, input_format)) for x in remote if on_spark.is_uri(x)]
             frames = [x for x in remote if on_spark.is_dataframe(x)]
-            tbl = on_spark.count_rows(frames, files + uri_files, display, **engine_kw)
+            if scored_remotely:  # fairfix.spark.predict on the executors, then the counts there
+                from fairfix.data import spark_score
+
+                assert threshold is not None
+                tbl = spark_score.count_scored(frames, files + uri_files, display, model=model, label=label,
+                                            groups=groups, threshold=threshold,
+                                            positive_index=pos_idx if model_binary else None,
+                                            prediction=_SCORED)
+                tbl = tbl.rename_columns([pred_col if c == _SCORED else c for c in tbl.column_names])
+            else:
+                tbl = on_spark.count_rows(frames, files + uri_files, display, **engine_kw)
         weight_col = on_spark.COUNT
         sources = [Table(display, "table", tbl.column_names, tbl.num_rows, tbl, row_numbers=False)]
-    model_binary = model is not None and model.positive_index is not None
-    if model is not None and positive is not None and model_binary:
-        given = choose_positive(model.classes, positive)[0]
-        pos_idx = model.classes.index(given)
-    elif model_binary:
-        pos_idx = model.positive_index
 
     acc = CountAccumulator(groups)
     scan = _Scan(missing={c: _Missing() for c in [label, pred_col, *groups]})
@@ -271,7 +254,7 @@ def audit(
     total_rows = None if any(t.num_rows is None for t in sources) else sum(t.num_rows or 0 for t in sources)
 
     def table_batches(table: Table) -> Any:
-        if model is not None:
+        if model is not None and not scored_remotely:
             from fairfix.models.runner import iter_predictions
 
             return ((table, b, proba) for b, proba, _extras in iter_predictions(
@@ -305,7 +288,10 @@ def audit(
         if score is not None:
             p, pmiss = _threshold(name, score, batch.column(score), threshold, scan, w)
         elif model_binary:
-            p, pmiss = _threshold(name, "<model>", _pa_array(proba[:, pos_idx]), threshold, scan, None)
+            scores = batch.column(pred_col) if scored_remotely else _pa_array(proba[:, pos_idx])
+            p, pmiss = _threshold(name, "<model>", scores, threshold, scan, w)
+        elif scored_remotely:
+            p, pmiss = encode(batch.column(pred_col), acc.pred_vocab)
         elif model is not None:
             p, pmiss = encode(_pa_array(np.asarray(model.classes, dtype=object)[proba.argmax(axis=1)].tolist()),
                               acc.pred_vocab)

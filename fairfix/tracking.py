@@ -11,7 +11,8 @@ by MLflow itself.  What is logged:
   ``after.group/...``);
 - each gate as ``gate/EXPR/value``, ``gate/EXPR/tripped`` and
   ``gate/EXPR/insufficient_evidence`` (0 or 1), with ``<`` written ``lt`` and so on;
-- the JSON reports and a bundle as artifacts;
+- the JSON reports and a bundle as artifacts, and the bundle as an MLflow model with a pyfunc
+  flavour (:func:`log_bundle_model`, ``fairfix.mlflow``);
 - for a correction, each epoch's training loss and hinge-open share and the best
   validation accuracy / worst-group accuracy of that epoch as steps (read from the
   correction record after the fit; step 0 is the base model's validation figures).
@@ -31,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from fairfix import __version__, errors
+from fairfix.mlflow import MLFLOW_MISSING as MLFLOW_MISSING  # the message of a missing extra, as before
+from fairfix.mlflow import import_mlflow as _mlflow
 
-MLFLOW_MISSING = "--mlflow needs MLflow: pip install 'fairfix[mlflow]'"
 _BAD = re.compile(r"[^\w\-. :/]")
 _OPS = (("<=", " le "), (">=", " ge "), ("<", " lt "), (">", " gt "))
 
@@ -40,16 +42,6 @@ _OPS = (("<=", " le "), (">=", " ge "), ("<", " lt "), (">", " gt "))
 def enabled(flag: bool = False) -> bool:
     """True when ``--mlflow`` was given or ``FAIRFIX_MLFLOW`` is set (to anything but empty or 0)."""
     return flag or os.environ.get("FAIRFIX_MLFLOW", "") not in ("", "0", "false", "False")
-
-
-def _mlflow() -> Any:
-    # No usage telemetry from a CLI run unless the user asked for it.
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    try:
-        import mlflow
-    except ImportError as exc:
-        raise errors.UsageError(MLFLOW_MISSING) from exc
-    return mlflow
 
 
 def check_available() -> None:
@@ -277,6 +269,26 @@ def log_correction(run: Run, record: Mapping[str, Any], bundle: str | Path | Non
     run.steps({metric_name(f"{prefix}{name}"): series for name, series in epoch_steps(record).items()})
     if bundle is not None:
         run.directory(bundle, "bundle")
+
+
+def log_bundle_model(run: Run, bundle: str | Path, data: Any = None) -> str:
+    """The bundle as an MLflow model (``fairfix.mlflow.log_model``) in ``run``; its URI, also as a tag.
+
+    ``data`` (the table the bundle was corrected on) gives the input example and so the
+    signature's column types; stdin, nothing, or a table without the model's input columns (a
+    recipe's templated text): an example made from the model itself.
+    """
+    from fairfix.mlflow import log_model
+
+    example = None if data is None or (isinstance(data, str) and data == "-") else data
+    try:
+        info = log_model(bundle, input_example=example)
+    except errors.DataError:  # a recipe's text column made from a template is not in its table
+        if example is None:
+            raise
+        info = log_model(bundle)  # nothing was logged by the first call: it failed reading the table
+    run.tags({"fairfix.model_uri": info.model_uri})
+    return str(info.model_uri)
 
 
 def log_attributes(run: Run, doc: Mapping[str, Any]) -> None:

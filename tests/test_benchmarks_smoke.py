@@ -74,14 +74,28 @@ def test_multi_attribute_quick_prints_the_table(tmp_path: Path) -> None:
     assert "WGA sex x race" in proc.stdout
 
 
-def test_stacked_latency_quick_checks_bit_identity_and_prints_the_table(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "stacked_latency.py"), "--quick", "--data-dir", str(tmp_path)]
+def _quick_on_one_thread(script: str, *args: str) -> str:
+    """``benchmarks/SCRIPT --quick ARGS`` with OMP_NUM_THREADS=1: its stdout (skip when over the time limit)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
-        pytest.skip(f"benchmarks/stacked_latency.py --quick took over {TIMEOUT_S} s on this machine")
+        pytest.skip(f"benchmarks/{script} --quick took over {TIMEOUT_S} s on this machine")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "(bit-identical to the base: checked)" in proc.stdout
+    return proc.stdout
+
+
+def test_stacked_latency_quick_checks_bit_identity_and_prints_the_table(tmp_path: Path) -> None:
+    out = _quick_on_one_thread("stacked_latency.py", "--data-dir", str(tmp_path))
+    assert "(bit-identical to the base: checked)" in out
     for row in ("base", "one adapter, gated", "stacked, one stage", "stacked, two stages"):
-        assert any(line.startswith(row) for line in proc.stdout.splitlines()), (row, proc.stdout)
+        assert any(line.startswith(row) for line in out.splitlines()), (row, out)
+
+
+def test_export_latency_quick_prints_the_table() -> None:
+    out = _quick_on_one_thread("export_latency.py", "--kinds", "tabular")
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("0 |"))
+    diff = float(line.rsplit("|", 1)[1])
+    assert diff < 1e-5, line  # the merged export's scores are the bundle's
+    assert "merged x base" in out

@@ -239,8 +239,8 @@ def test_spark_predict_bad_input_is_one_clear_error(spark: Any, scored_models: P
 
 
 def test_spark_predict_workers_refuse_a_shipped_copy_that_differs(spark: Any, scored_models: Path) -> None:
+    from fairfix.data.spark_score import _ship, _worker_model
     from fairfix.models import load_model
-    from fairfix.spark import _ship, _worker_model
 
     digest = load_model(scored_models / "model").digest
     stage = _ship(spark, scored_models / "model", None)
@@ -248,3 +248,34 @@ def test_spark_predict_workers_refuse_a_shipped_copy_that_differs(spark: Any, sc
     assert _worker_model(spec).digest == digest
     with pytest.raises(errors.ModelError, match="refusing a different model"):
         _worker_model((*spec[:-1], "0" * 64))
+
+
+def test_audit_with_a_model_on_spark_gives_the_local_json(spark: Any, scored_models: Path, tmp_path: Path) -> None:
+    """--engine spark --model: scored by fairfix.spark.predict, counted on Spark; the --engine arrow JSON."""
+    d = scored_models
+    rows = pd.read_parquet(d / "rows.parquet").head(6000)
+    rows.to_parquet(tmp_path / "rows.parquet", index=False)
+    rows.head(2500).to_csv(tmp_path / "rows.csv", index=False)
+    pd.read_parquet(d / "rows3.parquet").head(3000).to_parquet(tmp_path / "rows3.parquet", index=False)
+    cases = [("bundle", "rows.parquet", ["--threshold", "0.45"]), ("model", "rows.csv", ["--positive", "0"]),
+             ("model3", "rows3.parquet", [])]
+    for model, data, extra in cases:
+        args = ["audit", str(tmp_path / data), "--label", "y", "--group", "grp", "--group", "h", "--model",
+                str(d / model), "--format", "json", "--bootstrap", "50", "--fail-on", "accuracy<0.99", *extra]
+        local = runner.invoke(app, [*args, "--engine", "arrow"])
+        remote = runner.invoke(app, [*args, "--engine", "spark"])
+        assert local.exit_code == remote.exit_code == 1, (model, remote.stderr, remote.exception)
+        want, got = json.loads(local.stdout), json.loads(remote.stdout)
+        assert got["settings"]["model"]["sha256"] == want["settings"]["model"]["sha256"]
+        assert got == want, model
+    # the library: a Spark DataFrame and a model directory
+    report = fairfix.spark.audit(spark.read.parquet(str(tmp_path / "rows.parquet")), label="y", group=["grp"],
+                                 model=str(d / "bundle"), bootstrap=0)
+    local_report = fairfix.audit(rows, label="y", group=["grp"], model=_load(d / "bundle"), bootstrap=0)
+    same(report, local_report)
+
+
+def _load(path: Path) -> Any:
+    from fairfix.models import load_model
+
+    return load_model(path)

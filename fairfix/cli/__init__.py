@@ -70,6 +70,7 @@ from fairfix.cli import audit as _audit_cmd  # noqa: E402
 from fairfix.cli import compare as _compare_cmd  # noqa: E402
 from fairfix.cli import correct as _correct_cmd  # noqa: E402
 from fairfix.cli import detect as _detect_cmd  # noqa: E402
+from fairfix.cli import export as _export_cmd  # noqa: E402
 from fairfix.cli import predict as _predict_cmd  # noqa: E402
 from fairfix.cli import report as _report_cmd  # noqa: E402
 from fairfix.cli import run as _run_cmd  # noqa: E402
@@ -82,6 +83,7 @@ _COMMANDS: dict[str, Callable[..., Any]] = {
     "detect": _detect_cmd.detect,
     "correct": _correct_cmd.correct,
     "compare": _compare_cmd.compare,
+    "export": _export_cmd.export,
     "run": _run_cmd.run,
     "report": _report_cmd.report,
 }

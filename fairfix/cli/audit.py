@@ -46,7 +46,7 @@ def audit(
     engine: Annotated[Engine, typer.Option(
         "--engine",
         help="Who computes the counts: arrow (stream here), duckdb (GROUP BY; the duckdb extra), spark (groupBy on "
-        "Spark; the spark extra), auto.",
+        "Spark, and --model scores the rows there; the spark extra), auto.",
     )] = Engine.auto,
     threshold: Annotated[float | None, typer.Option(
         "--threshold", help="Predict positive when score >= T (default 0.5)."
@@ -111,14 +111,14 @@ def audit(
             from fairfix import errors
 
             raise errors.UsageError(f"--counts-out {counts_out}: is the --output file too")
-    if model is not None and (counts is not None or engine in (Engine.duckdb, Engine.spark)):
+    if model is not None and (counts is not None or engine is Engine.duckdb):
         from fairfix import errors
 
         # Checked before the model is loaded (the library checks the same).
         if counts is not None:
             raise errors.UsageError(errors.COUNTS_WITH_MODEL)
-        raise errors.UsageError(f"--engine {engine.value} counts columns; with --model the rows go through the "
-                                "model (use --engine arrow)")
+        raise errors.UsageError("--engine duckdb counts columns; with --model the rows go through the model "
+                                "(use --engine arrow, or --engine spark to score them on Spark)")
     chosen = _output.choose_format(fmt, output)
     loaded = _model.load(model, factory, features, text_column) if model is not None else None
     with _output.RowProgress("auditing", quiet=quiet) as progress:

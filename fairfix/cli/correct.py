@@ -177,7 +177,8 @@ def correct(
             run.params({"label": label, "group": group, "model": model, "data": data})
             tracking.log_compare(run, doc)
             tracking.log_correction(run, result["record"], out)
-        _output.note(f"logged to MLflow run {run.run_id}")
+            uri = tracking.log_bundle_model(run, out, data)
+        _output.note(f"logged to MLflow run {run.run_id}; the bundle as the MLflow model {uri}")
 
 
 @contextmanager
@@ -238,4 +239,5 @@ def _correct_many(data: str, base: Any, *, label: str, groups: list[str], minori
                 tracking.log_correction(run, record, None, prefix=f"{group_col}/")
             tracking.log_attributes(run, doc)
             run.directory(out, "bundle")
-        _output.note(f"logged to MLflow run {run.run_id}")
+            uri = tracking.log_bundle_model(run, out, data)
+        _output.note(f"logged to MLflow run {run.run_id}; the bundle as the MLflow model {uri}")

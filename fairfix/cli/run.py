@@ -71,7 +71,8 @@ def run(
             for name in ("audit_before.json", "audit_after.json"):
                 mlrun.file(out / name)
             tracking.log_correction(mlrun, tracking.record_from_bundle(out / "bundle"), out / "bundle")
-        _output.note(f"logged to MLflow run {mlrun.run_id}")
+            uri = tracking.log_bundle_model(mlrun, out / "bundle", rec.resolve(rec.section("data")["train"]))
+        _output.note(f"logged to MLflow run {mlrun.run_id}; the bundle as the MLflow model {uri}")
     tripped = [g for g in [*result["audit_gates"], *doc["gates"]] if g["tripped"]]
     for g in tripped:
         _output.error(f"gate tripped: {g['expr']} (value {g['value']:.4g})")

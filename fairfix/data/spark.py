@@ -101,6 +101,22 @@ def _frames(items: Sequence[Any], files: Sequence[tuple[str, str]]) -> list[tupl
     return frames
 
 
+def checked_frames(items: Sequence[Any], files: Sequence[tuple[str, str]], needed: Sequence[str]) -> Any:
+    """``(DataFrame, read as CSV text)`` for every item and format (:func:`_frames`), each holding ``needed``.
+
+    Raises
+    ------
+    fairfix.errors.DataError
+        A frame lacks one of ``needed`` (named with the frame's source).
+    """
+    for df, csv_text, source in _frames(items, files):
+        for col in needed:
+            if col not in df.columns:
+                shown = ", ".join(repr(c) for c in df.columns[:40])
+                raise errors.DataError(errors.MISSING_COLUMN.format(path=source, column=col, columns=shown))
+        yield df, csv_text
+
+
 def count_rows(
     items: Sequence[Any],
     files: Sequence[tuple[str, str]],
@@ -123,24 +139,14 @@ def count_rows(
         raise errors.UsageError(_NEEDS_SPARK)
     import pyarrow as pa
 
-    spark_error: type[Exception]
-    try:
-        from pyspark.errors import PySparkException
-
-        spark_error = PySparkException
-    except ImportError:  # pyspark < 3.4
-        spark_error = Exception
+    spark_error = _spark_error()
 
     pred_col = score if score is not None else pred
     assert pred_col is not None
     needed = [*groups, label, pred_col] + ([counts] if counts is not None else [])
     tables = []
     try:
-        for df, csv_text, source in _frames(items, files):
-            for col in needed:
-                if col not in df.columns:
-                    shown = ", ".join(repr(c) for c in df.columns[:40])
-                    raise errors.DataError(errors.MISSING_COLUMN.format(path=source, column=col, columns=shown))
+        for df, csv_text in checked_frames(items, files, needed):
             tables.append(_count_frame(df, csv_text, groups, label, pred_col, score, threshold, counts))
     except spark_error as exc:
         reason = " ".join(str(exc).split())[:300]
@@ -149,6 +155,16 @@ def count_rows(
     if counts is not None:
         table = _checked_counts(table, name, counts)
     return table
+
+
+def _spark_error() -> type[Exception]:
+    """The base exception of pyspark (Exception before pyspark 3.4)."""
+    try:
+        from pyspark.errors import PySparkException
+
+        return PySparkException
+    except ImportError:  # pyspark < 3.4
+        return Exception
 
 
 def _count_frame(df: Any, csv_text: bool, groups: Sequence[str], label: str, pred_col: str,

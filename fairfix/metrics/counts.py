@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fairfix import errors
+
 MISSING = "<missing>"
 
 
@@ -465,3 +467,29 @@ def counts_from_arrays(
         codes.append(c)
     acc.add_codes(codes[:-2], codes[-2], codes[-1])
     return acc.result()
+
+
+def choose_positive(classes: Sequence[Any], given: Any = None) -> tuple[Any, str]:
+    """The positive label of a binary task and where the choice came from.
+
+    Default: ``1`` (or ``True``) when present, else the larger of the two labels
+    (lexically for strings).
+    """
+    if given is not None:
+        for c in classes:
+            if c == given and type(c) is type(given):
+                return c, "--positive"
+        norm = normalize_values([str(given)])[0] if not isinstance(given, bool) else given
+        for c in classes:
+            if c == norm or str(c) == str(given):
+                return c, "--positive"
+        raise errors.DataError(
+            f"--positive {given!r} is not a label value; labels are: {', '.join(map(repr, classes))}"
+        )
+    for c in classes:
+        if c is True or (isinstance(c, int | float) and not isinstance(c, bool) and c == 1):
+            return c, f"default: {c!r} is the positive label"
+    if all(isinstance(c, str) for c in classes):
+        return max(classes), f"default: {max(classes)!r} is the lexically larger label"
+    top = _sorted_values(classes)[-1]
+    return top, f"default: {top!r} is the larger label"

@@ -220,14 +220,25 @@ class Model(ABC):
         training: dict[str, Any] | None,
         extra: dict[str, Any],
         force: bool = False,
+        export: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write a ``fairfix.model/1`` directory: ``write_files(tmp)`` writes the weights; returns the manifest."""
+        """Write a ``fairfix.model/1`` directory: ``write_files(tmp)`` writes the weights; returns the manifest.
+
+        ``export`` (``fairfix export``): ``{"card": README.md text, "merged_from": provenance}``; the
+        card is one of the hashed files, the provenance a manifest field.
+        """
         from fairfix.artifacts import write_artifact
 
+        def write(tmp: Path) -> None:
+            write_files(tmp)
+            if export and export.get("card") is not None:
+                (tmp / "README.md").write_text(export["card"], encoding="utf-8")
+
+        merged = {"merged_from": export["merged_from"]} if export and export.get("merged_from") else {}
         return write_artifact(
-            out, kind="model", schema=MODEL_SCHEMA, write_files=write_files, force=force, config=config,
+            out, kind="model", schema=MODEL_SCHEMA, write_files=write, force=force, config=config,
             extra={"model_kind": self.kind, "classes": self.classes, "positive": self.positive, **extra,
-                   "training": training or {}},
+                   "training": training or {}, **merged},
         )
 
     def write_state_dict(self, path: Path) -> None:

@@ -123,15 +123,16 @@ class FactoryModel(Model):
         config: dict[str, Any] | None = None,
         training: dict[str, Any] | None = None,
         force: bool = False,
+        export: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write a fairfix model directory (manifest + ``model.safetensors``).
 
-        Returns the manifest.
+        Returns the manifest.  ``export``: see :meth:`Model.write_model_dir`.
         """
         config = {**(config or {}), "factory": self.factory, "features": self.features}
         return self.write_model_dir(
             out, lambda tmp: self.write_state_dict(tmp / WEIGHTS), config=config, training=training, force=force,
-            extra={"single_logit": self.single_logit},
+            export=export, extra={"single_logit": self.single_logit},
         )
 
 
@@ -394,7 +395,7 @@ def load_factory_model(
     if "positive" in recorded and recorded.get("classes") == classes:
         positive = recorded["positive"]
     else:
-        from fairfix._audit import choose_positive
+        from fairfix.metrics.counts import choose_positive
 
         positive = choose_positive(classes)[0] if n_cls == 2 else None
     digest = manifest.get("digest") if manifest is not None else _file_digest(weights)
@@ -410,11 +411,10 @@ def module_model(module: nn.Module, *, features: Sequence[str], classes: Sequenc
     A deep copy: the caller's module is never changed, not even by a correction's LoRA layers.
 
     ``classes`` default to ``0 .. C-1`` (C from a dry pass; one logit: binary 0/1); ``positive`` to
-    :func:`fairfix._audit.choose_positive`'s choice for two classes.  ``factory`` is the name its
+    :func:`fairfix.metrics.counts.choose_positive`'s choice for two classes.  ``factory`` is the name its
     saved manifest records (default: the module's class, :func:`factory_name`).
     """
-    from fairfix._audit import choose_positive
-    from fairfix.metrics.counts import normalize_values
+    from fairfix.metrics.counts import choose_positive, normalize_values
 
     if not isinstance(module, nn.Module):
         raise errors.UsageError(f"expected a torch nn.Module, got {type(module).__name__}")

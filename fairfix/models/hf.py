@@ -115,10 +115,11 @@ class HFModel(Model):
         config: dict[str, Any] | None = None,
         training: dict[str, Any] | None = None,
         force: bool = False,
+        export: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write a fairfix model directory: HF files (safetensors) plus the manifest.
 
-        Returns the manifest.
+        Returns the manifest.  ``export``: see :meth:`Model.write_model_dir`.
         """
         hf_module: Any = self.module
 
@@ -129,7 +130,7 @@ class HFModel(Model):
 
         config = {**(config or {}), "text_column": self.text_column, "max_length": self.max_length}
         return self.write_model_dir(
-            out, write, config=config, training=training, force=force,
+            out, write, config=config, training=training, force=force, export=export,
             extra={"text_column": self.text_column, "max_length": self.max_length},
         )
 
@@ -321,7 +322,7 @@ def classes_from_config(config: Any) -> list[Any]:
 
 
 def _positive(classes: list[Any]) -> Any:
-    from fairfix._audit import choose_positive
+    from fairfix.metrics.counts import choose_positive
 
     return choose_positive(classes)[0] if len(classes) == 2 else None
 

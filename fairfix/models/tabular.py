@@ -196,11 +196,13 @@ class TabularModel(Model):
         return [f"blocks.{i}.linear" for i in range(1, n)] or ["blocks.0.linear"]
 
     def save(
-        self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False
+        self, out: str | Path, *, config: dict[str, Any], training: dict[str, Any], force: bool = False,
+        export: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Write the model directory (manifest + safetensors)."""
+        """Write the model directory (manifest + safetensors); ``export``: see :meth:`Model.write_model_dir`."""
         return self.write_model_dir(
             out, lambda tmp: self.write_state_dict(tmp / WEIGHTS), config=config, training=training, force=force,
+            export=export,
             extra={
                 "architecture": {"n_in": self.pre.width, "hidden": list(config["hidden"]),
                                  "n_classes": len(self.classes), "dropout": config["dropout"]},
@@ -235,8 +237,7 @@ def load_tabular(path: Path, manifest: dict[str, Any]) -> TabularModel:
 
 def label_vocabulary(values: Any, positive: Any = None) -> tuple[list[Any], Any]:
     """Sorted label classes of a training column and the positive class (binary only)."""
-    from fairfix._audit import choose_positive
-    from fairfix.metrics.counts import _sorted_values, normalize_values
+    from fairfix.metrics.counts import _sorted_values, choose_positive, normalize_values
 
     raw = [v for v in dict.fromkeys(values.dropna().tolist())]
     norm = normalize_values(raw)

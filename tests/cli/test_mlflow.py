@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairfix import tracking
+from fairfix.artifacts import digest
 from fairfix.cli import app
 
 from .test_audit_cli import COLUMNS, csv_text, make_rows
@@ -251,6 +252,17 @@ def test_correct_of_two_attributes_logs_each_attributes_series(store: Any, works
     assert run.data.params["correct.h/steps"] == "20"
     files = {x.path for x in store.list_artifacts(run.info.run_id, "bundle")}
     assert "bundle/fairfix.json" in files
+    # the MLflow model of a bundle of two attributes: a risk and a flag per attribute, as fairfix predict
+    got = mlflow.pyfunc.load_model(run.data.tags["fairfix.model_uri"]).predict(frame.head(50))
+    pred = tmp_path / "p.csv"
+    frame.head(50).to_csv(tmp_path / "rows.csv", index=False)
+    res = runner.invoke(app, ["predict", str(tmp_path / "rows.csv"), "--model", str(bundle), "--output", str(pred)])
+    assert res.exit_code == 0, res.output
+    want = pd.read_csv(pred)
+    assert list(got.columns) == [c for c in want.columns if c != "row"] == [
+        "score", "pred", "corrected", "risk_grp", "corrected_grp", "risk_h", "corrected_h"]
+    np.testing.assert_allclose(got["score"], want["score"], atol=1e-12, rtol=0)
+    assert (got["corrected_h"].to_numpy() == want["corrected_h"].to_numpy()).all()
 
 
 def test_run_logs_to_mlflow_writes_junit_and_one_line_per_stage(store: Any, tmp_path: Path) -> None:
@@ -291,3 +303,9 @@ def test_run_logs_to_mlflow_writes_junit_and_one_line_per_stage(store: Any, tmp_
     manifest = json.loads((out / "bundle" / "fairfix.json").read_text())
     loss = store.get_metric_history(run.info.run_id, "train/loss")
     assert [p.value for p in sorted(loss, key=lambda p: p.step)] == pytest.approx(manifest["loss_history"])
+    # the bundle as an MLflow model, its example read from data.train (Adult's integer columns stay integers)
+    uri = run.data.tags["fairfix.model_uri"]
+    info = mlflow.models.get_model_info(uri)
+    assert info.flavors["python_function"]["loader_module"] == "fairfix.mlflow"
+    assert info.flavors["fairfix"]["digest"] == digest(manifest)
+    assert {c.name: c.type.name for c in info.signature.inputs}["age"] == "long"
