@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from shortcut import cells_metrics, dfr, table, train_dist_accuracy  # noqa: E402
+from shortcut import cells_metrics, dfr, dro_loss, table, train_dist_accuracy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## FairNet on a transformer: text shortcut"
@@ -83,18 +83,7 @@ def group_dro(frame: Any, train_cfg: dict[str, Any], seed: int, eta: float = 0.0
     import torch
 
     cells = torch.as_tensor(((frame["cue"] == "with").to_numpy() * 2 + frame["label"].to_numpy()).astype(np.int64))
-    q = torch.full((4,), 0.25)
-
-    def loss(row_losses: Any, idx: Any) -> Any:
-        nonlocal q
-        c = cells[idx]
-        cnt = torch.bincount(c, minlength=4).float()
-        cell_loss = torch.zeros(4).index_add(0, c, row_losses) / cnt.clamp(min=1)
-        q = q * torch.exp(eta * cell_loss.detach())
-        q = q / q.sum()
-        return (q * cell_loss).sum()
-
-    return fine_tune(frame, train_cfg, seed, loss)
+    return fine_tune(frame, train_cfg, seed, dro_loss(cells, eta))
 
 
 def jtt(frame: Any, base: Any, train_cfg: dict[str, Any], seed: int, lam: float = 5.0) -> Any:
