@@ -107,3 +107,19 @@ def test_the_installed_wordnet_gives_the_shipped_task():
     train = load_wordnet_shortcut("train", path=wordnet.DATA_NOUN)
     assert len(train) == 2000 and agreement(train) == 0.9
     assert train["offset"].nunique() > 1800  # real variety: few glosses drawn twice
+
+
+def test_the_makefile_set_up_installs_wordnet_base_where_the_file_is_missing(tmp_path):
+    """`make`'s set-up rule: where $(WORDNET) is missing, Debian's wordnet-base is installed (as Java is)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.fail("make is needed for the set-up this test checks")
+    root = EXCERPT.parents[3]
+    missing = tmp_path / "data.noun"
+    proc = subprocess.run(["make", "-n", "-W", "pyproject.toml", ".venv/bin/.installed", f"WORDNET={missing}"],
+                          cwd=root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "wordnet-base" in x and "apt-get install" in x)
+    assert line.startswith(f"test -f {missing} || ")
