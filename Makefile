@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 # pin first keeps pip from pulling a multi-GB CUDA build for the `torch>=2.2` range.
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
+# WordNet 3.0's noun data (Debian's wordnet-base), read by the text shortcut task.
+WORDNET ?= /usr/share/wordnet/data.noun
 
 .PHONY: demo test chromium lint bench clean
 
@@ -20,6 +22,9 @@ $(BIN)/.installed: pyproject.toml
 	@# The spark tests (pyspark, local[2]) need Java 17: Debian's package where it is missing.
 	command -v java >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q openjdk-17-jre-headless; } \
 	  || { echo "need Java 17 for the spark tests: apt-get install openjdk-17-jre-headless"; exit 2; }
+	@# The text shortcut task (recipes/text_shortcut.yaml) reads WordNet 3.0's noun glosses: Debian's package where missing.
+	test -f $(WORDNET) || { apt-get update -q && apt-get install -y -q --no-install-recommends wordnet-base; } \
+	  || { echo "need WordNet 3.0 for the text shortcut task: apt-get install wordnet-base"; exit 2; }
 	touch $@
 
 DEMO_DIR ?= demo-output

@@ -108,23 +108,33 @@ def cnn_loop(x: Any, y: Any, x_va: Any, y_va: np.ndarray, g_va: np.ndarray, seed
     return net, best
 
 
-def group_dro(x: Any, y: Any, g: Any, x_va: Any, y_va: np.ndarray, g_va: np.ndarray, seed: int,
-              eta: float = 0.01) -> Any:
+def dro_loss(cells: Any, eta: float = 0.01) -> Any:
+    """GroupDRO's online loss (Sagawa et al. 2020) over four (group, label) cells ``cells`` (N,):
+    ``(row_losses (B,), row_ids (B,)) -> loss``, the cells' weights updated at every call."""
     import torch
-    import torch.nn.functional as F
 
-    cells = g * 2 + y
     q = torch.full((4,), 0.25)
 
-    def batch_loss(net: Any, idx: Any) -> Any:
+    def loss(row_losses: Any, idx: Any) -> Any:
         nonlocal q
-        losses = F.cross_entropy(net(x[idx]), y[idx], reduction="none")
         c = cells[idx]
         cnt = torch.bincount(c, minlength=4).float()
-        cell_loss = torch.zeros(4).index_add(0, c, losses) / cnt.clamp(min=1)
+        cell_loss = torch.zeros(4).index_add(0, c, row_losses) / cnt.clamp(min=1)
         q = q * torch.exp(eta * cell_loss.detach())
         q = q / q.sum()
         return (q * cell_loss).sum()
+
+    return loss
+
+
+def group_dro(x: Any, y: Any, g: Any, x_va: Any, y_va: np.ndarray, g_va: np.ndarray, seed: int,
+              eta: float = 0.01) -> Any:
+    import torch.nn.functional as F
+
+    dro = dro_loss(g * 2 + y, eta)
+
+    def batch_loss(net: Any, idx: Any) -> Any:
+        return dro(F.cross_entropy(net(x[idx]), y[idx], reduction="none"), idx)
 
     return cnn_loop(x, y, x_va, y_va, g_va, seed, batch_loss, RECIPE["epochs"])[0]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -99,3 +100,25 @@ def test_export_latency_quick_prints_the_table() -> None:
     diff = float(line.rsplit("|", 1)[1])
     assert diff < 1e-5, line  # the merged export's scores are the bundle's
     assert "merged x base" in out
+
+
+def test_text_shortcut_passes_the_label_regime_and_tables_saved_runs(tmp_path: Path) -> None:
+    """benchmarks/text_shortcut.py: --labels full|0.1|none (for the scarce-label methods) and its tables."""
+    script = str(ROOT / "benchmarks" / "text_shortcut.py")
+    proc = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "{full,0.1,none}" in proc.stdout
+    cells = {"with,0": 0.0, "with,1": 1.0, "without,0": 1.0, "without,1": 0.5}
+    runs = [{"seed": 0, "method": "ERM", "accuracy": 0.625, "wga": 0.0, "cells": cells, "train_dist_accuracy": 0.925,
+             "rows": 1000, "seconds": 1.0},
+            {"seed": 0, "method": "fairfix (full)", "accuracy": 0.75, "wga": 0.25, "enabled": True,
+             "cells": {**cells, "with,0": 0.25}, "train_dist_accuracy": 0.93, "rows": 1000, "seconds": 2.0,
+             "evidence": {"rows": 1000, "worst_cell_rows": 50}, "chosen": {"steps": 60, "strength": 1.0}}]
+    (tmp_path / "runs.json").write_text(json.dumps(runs))
+    proc = subprocess.run([sys.executable, script, "--from-json", str(tmp_path / "runs.json")], capture_output=True,
+                          text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| fairfix (full) | 75.0 ± 0.0 | 25.0 ± 0.0 | +25.0 | 93.0 ± 0.0 | 1/1 | 1/1 |" in proc.stdout
+    assert ("| 0 | fairfix (full) | 75.0 | 25.0 | 25.0 / 100.0 / 100.0 / 50.0 | 93.0 | on | 1000 / 50 "
+            "| 60 steps, strength 1.0 |") in proc.stdout

@@ -250,3 +250,36 @@ def test_run_says_on_stderr_what_correct_says(tmp_path):
     assert "fairfix: warning: the bundle ships with the adapter disabled" in res.stderr
     assert ("fairfix: warning: gate passed without sufficient evidence: equalized_odds_difference>0.99: "
             "groups below --min-group-size") in res.stderr
+
+
+def test_text_shortcut_recipe_runs_end_to_end_on_a_few_dozen_rows(tmp_path, monkeypatch):
+    """recipes/text_shortcut.yaml on the WordNet excerpt: the packaged MiniLM trained, audited, detected,
+    corrected under the guard and audited again (tiny sizes: the shipped recipe's sizes are benchmarked)."""
+    import yaml
+
+    monkeypatch.setenv("FAIRFIX_WORDNET", str(ROOT / "tests" / "data" / "wordnet" / "data.noun"))
+    raw = yaml.safe_load((ROOT / "recipes" / "text_shortcut.yaml").read_text())
+    raw["data"].update(sample=48, test_sample=40)
+    raw["model"]["train"].update(max_length=24, batch_size=8)
+    raw["detector"].update(epochs=2)
+    raw["correct"].update(steps=4, eval_every=2, batch_size=8, strengths=[1.0], guard_bootstrap=50)
+    raw["audit"].update(bootstrap=0, min_group_size=5)
+    path = tmp_path / "text_shortcut.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", str(path), "--out", str(out), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    steps = json.loads((out / "steps.json").read_text())
+    assert set(steps) == {"train", "audit_before", "detect", "correct", "audit_after", "compare"}
+    before = json.loads((out / "audit_before.json").read_text())
+    assert before["n"] == 40 and {g["group"]["cue"] for g in before["groups"]} == {"with", "without"}
+    manifest = json.loads((out / "model" / "fairfix.json").read_text())
+    assert manifest["model_kind"] == "hf_sequence_classification"
+    assert manifest["training"]["train_rows"] == 24  # model.correction_rows: half of the 48 rows
+    record = json.loads((out / "bundle" / "fairfix.json").read_text())
+    assert record["tap_layer"] == "bert.encoder.layer.2"  # LoRA on query/value of the layers after the tap
+    assert record["targets"] == [f"bert.encoder.layer.{i}.attention.self.{p}"
+                                 for i in (3, 4, 5) for p in ("query", "value")]
+    compare = json.loads((out / "compare.json").read_text())
+    assert compare["evidence"]["kind"] == "cross-fit" and compare["evidence"]["rows"] == 24
+    assert compare["evidence"]["folds"] == 2 and compare["evidence"]["budget"] == 4

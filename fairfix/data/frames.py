@@ -13,12 +13,15 @@ from fairfix import errors
 
 #: Embedded dataset names -> (dataset, split).  ``adult`` is UCI Adult (files in
 #: fairfix/datasets); ``digits_color`` is generated from scikit-learn's bundled
-#: digits (fairfix/datasets/digits_color.py).
+#: digits (fairfix/datasets/digits_color.py); ``wordnet_shortcut`` from WordNet 3.0's noun glosses
+#: (fairfix/datasets/wordnet.py; Debian's wordnet-base).
 EMBEDDED = {
     "adult:train": ("adult", "train"),
     "adult:test": ("adult", "test"),
     "digits_color:train": ("digits_color", "train"),
     "digits_color:test": ("digits_color", "test"),
+    "wordnet_shortcut:train": ("wordnet_shortcut", "train"),
+    "wordnet_shortcut:test": ("wordnet_shortcut", "test"),
 }
 
 
@@ -36,6 +39,10 @@ def embedded_table(name: str) -> Any:
         from fairfix.datasets import load_adult
 
         frame = load_adult(split)
+    elif dataset == "wordnet_shortcut":
+        from fairfix.datasets.wordnet import load_wordnet_shortcut
+
+        frame = load_wordnet_shortcut(split)
     else:
         from fairfix.datasets.digits_color import load_digits_color
 
@@ -46,12 +53,16 @@ def embedded_table(name: str) -> Any:
 def embedded_file(name: str) -> str | None:
     """Path of the file behind an embedded dataset name (for data fingerprints).
 
-    None for names that are not embedded and for generated datasets (their name
-    identifies them).
+    None for names that are not embedded and for the coloured digits (generated from
+    scikit-learn's digits: the name identifies them); WordNet's data.noun for the text task.
     """
     if name not in EMBEDDED or os.path.exists(name):
         return None
     dataset, split = EMBEDDED[name]
+    if dataset == "wordnet_shortcut":
+        from fairfix.datasets.wordnet import data_noun
+
+        return str(data_noun())
     if dataset != "adult":
         return None
     from fairfix.datasets import path

@@ -465,6 +465,7 @@ def train_text(
     max_steps: int | None = None,
     positive: Any = None,
     progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[HFModel, dict[str, Any]]:
     """Fine-tune a local Hugging Face model as a sequence classifier (full fine-tuning).
 
@@ -480,6 +481,9 @@ def train_text(
         Optimizer steps to run; overrides ``epochs`` (as in HF's Trainer).
     progress
         Called after every step with ``(step, total_steps, {"loss": ...})``.
+    batch_loss
+        ``(row_losses (B,), row_ids (B,)) -> loss``: the step's loss from the rows' cross-entropies
+        (default: their mean).  Reweighting methods (GroupDRO, JTT) train through it.
 
     Returns
     -------
@@ -527,7 +531,8 @@ def train_text(
         params = [p for p in module.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / total))
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(reduction="none")
+        reduce = batch_loss or (lambda losses, _ids: losses.mean())
         gen = torch.Generator().manual_seed(seed)
         history: list[dict[str, float]] = []
         step = 0
@@ -542,7 +547,7 @@ def train_text(
                     idx = perm[start : start + batch_size]
                     batch = tokenize(tokenizer, [texts[i] for i in idx.tolist()], max_length)
                     logits = module(**batch).logits  # (B, C)
-                    loss = loss_fn(logits, y[idx])
+                    loss = reduce(loss_fn(logits, y[idx]), idx)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     nn.utils.clip_grad_norm_(params, 1.0)
