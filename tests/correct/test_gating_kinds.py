@@ -148,7 +148,7 @@ def _build(kind: str, tmp) -> Setup:
     y = encode_labels(frame["y"], model.classes)
     minority = minority_codes(frame["grp"].tolist(), ["min"])
     groups, _ = group_codes(frame["grp"].tolist())
-    data = {"inputs": model.encode(frame), "y": y, "minority": minority, "group": groups, "minority_eval": minority}
+    data = {"inputs": model.encode(frame), "y": y, "minority": minority, "group": groups}
     config = CorrectConfig(steps=4, eval_every=2, rank=4, batch_size=64, train_on="minority", folds=2, seed=0)
     corrected, _ = fit_fairnet(model, detector, data, config, checkpoint=tmp / "ckpt")
 

@@ -138,7 +138,7 @@ def test_guard_rejects_settings_that_drop_another_attributes_worst_cell(fitted):
     codes = np.where(right, 0, -1)
     g_all, _ = group_codes(list(frame["grp"]))
     minority = (frame["grp"] == "min").astype(int).to_numpy()
-    data = {"inputs": base.encode(frame), "y": y, "group": g_all, "minority": minority, "minority_eval": minority,
+    data = {"inputs": base.encode(frame), "y": y, "group": g_all, "minority": minority,
             "guard_groups": {"right": codes}}
     cfg = CorrectConfig(epochs=2, seed=0, batch_size=128, guard_se=0.0, max_accuracy_drop=0.5)
     _, record = fit_fairnet(base, det, data, cfg, split=(tr, va), adapter="fairnet_0_grp")
